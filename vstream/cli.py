@@ -1,0 +1,174 @@
+"""The ``vstream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from vstream.config import Settings, load_settings
+from vstream.media.frames import SourceError
+from vstream.schema import ClipMessage, ClipParams, GateParams, IngestRequest
+
+logger = logging.getLogger("vstream")
+
+
+def _clip_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="video file path or live URL (rtsp://, rtmp://, http(s):// incl. HLS, udp://, srt://)")
+    p.add_argument("--stream-id", default=None, help="stream id (default: derived from the source name)")
+    p.add_argument("--fps", type=float, default=None, help="frames sampled per second (default 2)")
+    p.add_argument("--clip-seconds", type=float, default=None, help="clip window length (default 8)")
+    p.add_argument("--overlap", type=float, default=None, help="overlap between windows in seconds (default 2)")
+    p.add_argument("--max-side", type=int, default=None, help="longest frame side, multiple of 28 (default 448)")
+    p.add_argument("--realtime", action="store_true", help="replay a file at real speed, as a live stream")
+    p.add_argument("--gate", action="store_true", help="skip clips without motion")
+    p.add_argument("--backend", choices=["auto", "pyav", "decord"], default=None, help="file decoder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vstream", description="Streaming video analytics with GLM-4.5V.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    clips = sub.add_parser("clips", help="cut a source into clips and print them (no Kafka needed)")
+    _clip_args(clips)
+    clips.add_argument("--json", action="store_true", help="one JSON object per clip on stdout")
+
+    ingest = sub.add_parser("ingest", help="cut one source into clips and publish them to Kafka")
+    _clip_args(ingest)
+    ingest.add_argument("--job-id", default=None)
+
+    worker = sub.add_parser("worker", help="run a worker")
+    worker.add_argument("kind", choices=["ingest"])
+
+    sample = sub.add_parser("sample-video", help="write a synthetic H.264 test video")
+    sample.add_argument("out")
+    sample.add_argument("--seconds", type=float, default=60.0)
+    sample.add_argument("--fps", type=float, default=30.0)
+    sample.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT")
+    return parser
+
+
+def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestRequest:
+    c = settings.clips
+    params = ClipParams(
+        fps=args.fps or c.fps,
+        clip_seconds=args.clip_seconds or c.clip_seconds,
+        overlap_seconds=c.overlap_seconds if args.overlap is None else args.overlap,
+        max_side=args.max_side or c.max_side,
+    )
+    stream_id = args.stream_id or _stream_id_from(args.source)
+    job_id = getattr(args, "job_id", None) or f"{stream_id}-{params.params_hash}"
+    return IngestRequest(job_id=job_id, stream_id=stream_id, source=args.source, params=params,
+                         gate=GateParams(enabled=args.gate), realtime=args.realtime)
+
+
+def _stream_id_from(source: str) -> str:
+    stem = source.rstrip("/").rsplit("/", 1)[-1].split("?")[0].rsplit(".", 1)[0]
+    cleaned = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in stem).strip("-._")
+    return cleaned[:100] or f"stream-{uuid.uuid4().hex[:8]}"
+
+
+def clip_summary(msg: ClipMessage) -> dict[str, object]:
+    out: dict[str, object] = {
+        "clip_id": msg.clip_id, "index": msg.index, "t_start": msg.t_start, "t_end": msg.t_end,
+        "n_frames": msg.n_frames, "timestamps": msg.timestamps, "width": msg.width, "height": msg.height,
+        "bytes": msg.payload_bytes, "clock": msg.clock,
+    }
+    if msg.wall_timestamps is not None:
+        out["wall_timestamps"] = msg.wall_timestamps
+    return out
+
+
+class _PrintSink:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def send(self, msg: ClipMessage) -> None:
+        if self.as_json:
+            print(json.dumps(clip_summary(msg)), flush=True)
+        else:
+            print(f"{msg.clip_id}  {msg.t_start:9.3f}-{msg.t_end:9.3f}s  {msg.n_frames:3d} frames  "
+                  f"{msg.width}x{msg.height}  {msg.payload_bytes / 1024:7.1f} KiB", flush=True)
+
+
+def cmd_clips(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from vstream.ingest import describe, open_for, run_ingest
+
+    req = request_from_args(args, settings)
+    if args.backend:
+        settings = settings.model_copy(update={"decode": settings.decode.model_copy(update={"backend": args.backend})})
+    started = time.monotonic()
+    source = open_for(req, settings.decode)
+    total = source.info.duration
+    with tqdm(total=round(total, 1) if total else None, unit="s", file=sys.stderr, disable=None,
+              desc=req.stream_id, leave=False) as bar:
+        def progress(t: float) -> None:
+            bar.update(round(t, 1) - bar.n)
+
+        stats = run_ingest(req, source, _PrintSink(args.json), quality=settings.clips.jpeg_quality,
+                           on_progress=progress)
+    logger.info("%s: %s (decoder %s, skip_frame %s)", req.stream_id, describe(stats, started),
+                source.info.backend, source.info.skip_frame)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.ingest_worker import ingest_once
+
+    return ingest_once(request_from_args(args, settings), settings)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.ingest_worker import IngestWorker
+
+    return IngestWorker(settings).run()
+
+
+def cmd_sample_video(args: argparse.Namespace, settings: Settings) -> int:
+    from vstream.media.synth import make_sample_video
+
+    width, height = (int(x) for x in args.size.lower().split("x"))
+    path = make_sample_video(args.out, seconds=args.seconds, fps=args.fps, width=width, height=height)
+    print(path)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "clips": cmd_clips, "ingest": cmd_ingest, "worker": cmd_worker, "sample-video": cmd_sample_video,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        return COMMANDS[args.command](args, settings)
+    except SourceError as exc:
+        print(f"vstream: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValidationError, ValueError) as exc:
+        print(f"vstream: invalid input: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+    return str(exc).splitlines()[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

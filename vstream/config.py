@@ -1,0 +1,104 @@
+"""Settings: every knob is a ``VSTREAM_*`` environment variable, validated once at start-up.
+
+Nested groups use ``__`` (``VSTREAM_KAFKA__BOOTSTRAP=host:9092``). Unknown ``VSTREAM_*`` variables are
+an error rather than silently ignored, so a typo fails loudly instead of running with a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_DEFAULT_MESSAGE_LIMIT = 1_048_576
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Group):
+    bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
+    topic_prefix: str = Field("vstream.", description="Prefix of every topic name (tests use a unique one).")
+    clip_partitions: int = Field(4, ge=1, description="Partitions of the clips topic; clips are keyed by stream.")
+    max_message_bytes: int = Field(
+        KAFKA_DEFAULT_MESSAGE_LIMIT,
+        ge=64 * 1024,
+        description="Largest message the producer, broker and consumer accept; larger clips use the blob store.",
+    )
+    request_timeout_ms: int = Field(30_000, ge=1000)
+
+
+class RedisSettings(_Group):
+    url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL.")
+    key_prefix: str = Field("vstream:", description="Prefix of every key (tests use a unique one).")
+
+
+class ClipSettings(_Group):
+    fps: float = Field(2.0, gt=0, le=30, description="Frames sampled per second of media.")
+    clip_seconds: float = Field(8.0, gt=0, le=600, description="Length of one clip window.")
+    overlap_seconds: float = Field(2.0, ge=0, description="Overlap between consecutive windows.")
+    max_side: int = Field(448, ge=28, le=4032, description="Longest frame side after resize (multiple of 28).")
+    jpeg_quality: int = Field(85, ge=10, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> ClipSettings:
+        if self.overlap_seconds >= self.clip_seconds:
+            raise ValueError("overlap_seconds must be smaller than clip_seconds")
+        if self.clip_seconds * self.fps < 2:
+            raise ValueError("clip_seconds * fps must give at least 2 frames (GLM's temporal patch is 2)")
+        return self
+
+
+class DecodeSettings(_Group):
+    backend: Literal["auto", "pyav", "decord"] = Field(
+        "auto", description="File decoder: auto = PyAV with B-frame skipping where it keeps the fps."
+    )
+    stall_timeout_s: float = Field(30.0, gt=0, description="Kill a decoder that yields no frame for this long.")
+    live_buffer_frames: int = Field(64, ge=2, description="Live frames buffered before the oldest is dropped.")
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    reconnect_attempts: int = Field(
+        5, ge=0, description="Consecutive failed connection attempts before a live source gives up; 0 = never."
+    )
+    open_timeout_s: float = Field(10.0, gt=0, description="Network open/read timeout for live sources.")
+
+
+class BlobSettings(_Group):
+    root: Path = Field(Path("var/blobs"), description="Directory of the claim-check blob store.")
+
+
+class Settings(BaseSettings):
+    """All of vstream's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    clips: ClipSettings = ClipSettings()
+    decode: DecodeSettings = DecodeSettings()
+    blobs: BlobSettings = BlobSettings()
+    log_level: str = Field("INFO", description="Python logging level.")
+    worker_max_jobs: int = Field(4, ge=1, description="Ingest jobs one ingest worker runs at once.")
+    job_lease_s: float = Field(30.0, ge=2, description="A job whose owner stops renewing is taken over.")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise a clear error on anything unknown or invalid."""
+    known = set(Settings.model_fields)
+    unknown = sorted(
+        k for k in os.environ if k.startswith("VSTREAM_") and k[8:].split("__")[0].lower() not in known
+    )
+    unknown = [k for k in unknown if k not in _NON_SETTINGS_ENV]
+    if unknown:
+        raise ValueError(f"unknown VSTREAM_* environment variables: {', '.join(unknown)}")
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+# Variables read by scripts, not by the library.
+_NON_SETTINGS_ENV = {"VSTREAM_CACHE", "VSTREAM_KAFKA_PORT", "VSTREAM_KAFKA_CONTROLLER_PORT", "VSTREAM_REDIS_PORT"}

@@ -1,0 +1,41 @@
+"""Motion gate: skip clips in which nothing changes, judged on tiny grey thumbnails (microseconds a frame)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vstream.clipper import Clip
+from vstream.schema import GateParams
+
+_THUMB = 32  # columns of the thumbnail; rows follow the aspect ratio
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    step = max(1, w // _THUMB)
+    return image[::step, ::step].mean(axis=2, dtype=np.float32)
+
+
+class MotionGate:
+    """Passes a clip when any consecutive pair of its frames (or its first frame against the last passed
+    frame) differs by more than ``threshold`` mean grey levels."""
+
+    def __init__(self, params: GateParams) -> None:
+        self.params = params
+        self._last: np.ndarray | None = None
+        self.skipped = 0
+
+    def passes(self, clip: Clip) -> bool:
+        if not self.params.enabled:
+            return True
+        thumbs = [thumbnail(f.image) for f in clip.frames]
+        if self._last is not None and self._last.shape == thumbs[0].shape:
+            thumbs.insert(0, self._last)
+        moving = any(
+            float(np.abs(a - b).mean()) > self.params.threshold for a, b in zip(thumbs, thumbs[1:], strict=False)
+        )
+        if moving:
+            self._last = thumbs[-1]
+            return True
+        self.skipped += 1
+        return False

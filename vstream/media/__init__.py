@@ -1,0 +1,1 @@
+"""Reading video: sources, frame sampling, resizing, decoding in a watched child process."""

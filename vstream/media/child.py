@@ -1,0 +1,107 @@
+"""Decode in a child process under a watchdog.
+
+A decoder can hang in native code while holding the GIL (decord#373) or crash the interpreter; in a
+thread that would take the whole worker with it. In a child process the parent simply stops waiting:
+no frame for ``stall_timeout_s`` and the child is killed, then a :class:`SourceError` says why.
+The bounded queue also gives backpressure: a file decoder waits for a slow Kafka producer, never drops.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from vstream.media.frames import Frame, SourceError, SourceInfo
+from vstream.media.pyav_source import DecodeSpec, PyAVReader
+
+logger = logging.getLogger(__name__)
+
+_CTX = mp.get_context("spawn")  # fork would copy the parent's Kafka/Redis threads and sockets
+_QUEUE_FRAMES = 8
+_STARTUP_GRACE_S = 20.0  # spawning imports numpy/av/decord before the first frame
+_POLL_S = 0.25
+
+
+def _child_main(spec: DecodeSpec, out: Any) -> None:
+    try:
+        reader = _make_reader(spec)
+        out.put(("info", reader.info))
+        for frame in reader.frames():
+            out.put(("frame", frame))
+        reader.close()
+        out.put(("end", None))
+    except SourceError as exc:
+        out.put(("error", (str(exc), exc.fatal)))
+    except Exception as exc:  # anything else in a decoder is a bug or a broken file: report it, never hang
+        out.put(("error", (f"decoder failed: {type(exc).__name__}: {exc}", not spec.live)))
+    except KeyboardInterrupt:
+        pass
+
+
+def _make_reader(spec: DecodeSpec) -> Any:
+    if spec.backend == "decord":
+        from vstream.media.decord_source import DecordReader
+
+        return DecordReader(spec)
+    return PyAVReader(spec)
+
+
+class DecodeProcess:
+    """Parent side: ``info`` once opened, then iterate :meth:`frames`; always :meth:`close`."""
+
+    def __init__(self, spec: DecodeSpec, *, stall_timeout_s: float) -> None:
+        self.spec = spec
+        self.stall_timeout_s = stall_timeout_s
+        self._queue: Any = _CTX.Queue(maxsize=_QUEUE_FRAMES)
+        self._proc = _CTX.Process(target=_child_main, args=(spec, self._queue), daemon=True, name="vstream-decode")
+        self._proc.start()
+        kind, payload = self._get(stall_timeout_s + _STARTUP_GRACE_S)
+        if kind != "info":
+            self.close()
+            raise SourceError(f"decoder sent {kind} before source info")
+        self.info: SourceInfo = payload
+
+    def frames(self) -> Iterator[Frame]:
+        try:
+            while True:
+                kind, payload = self._get(self.stall_timeout_s)
+                if kind == "end":
+                    return
+                yield payload
+        finally:
+            self.close()
+
+    def _get(self, timeout: float) -> tuple[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                kind, payload = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._proc.is_alive():
+                    code = self._proc.exitcode
+                    raise SourceError(
+                        f"decoder process died (exit code {code}) reading {self.spec.source}", fatal=not self.spec.live
+                    ) from None
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise SourceError(
+                        f"decoder stalled: no frame for {timeout:.0f} s reading {self.spec.source}; killed it",
+                        fatal=not self.spec.live,
+                    ) from None
+                continue
+            if kind == "error":
+                message, fatal = payload
+                self.close()
+                raise SourceError(message, fatal=fatal)
+            return kind, payload
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(timeout=5)
+        self._queue.cancel_join_thread()
+        self._queue.close()

@@ -1,0 +1,80 @@
+"""One entry point for every kind of source: :func:`open_source`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from vstream.config import DecodeSettings
+from vstream.media.child import DecodeProcess
+from vstream.media.frames import Frame, SourceError, SourceInfo
+from vstream.media.live import Backoff, LiveSource
+from vstream.media.pyav_source import DecodeSpec, is_live_url
+from vstream.schema import ClipParams
+
+
+class FrameSource(Protocol):
+    info: SourceInfo
+
+    @property
+    def dropped(self) -> int: ...
+
+    def frames(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    """A finite source decoded in a watched child; ``realtime`` paces it like a live stream."""
+
+    def __init__(self, spec: DecodeSpec, *, stall_timeout_s: float, realtime: bool = False) -> None:
+        self._proc = DecodeProcess(spec, stall_timeout_s=stall_timeout_s)
+        self.realtime = realtime
+        self.info = replace(self._proc.info, live=True, duration=None) if realtime else self._proc.info
+        self.dropped = 0
+
+    def frames(self) -> Iterator[Frame]:
+        if not self.realtime:
+            yield from self._proc.frames()
+            return
+        wall0: float | None = None
+        for frame in self._proc.frames():
+            wall0 = wall0 if wall0 is not None else time.time() - frame.t
+            delay = wall0 + frame.t - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            yield replace(frame, wall=round(wall0 + frame.t, 6))
+
+    def close(self) -> None:
+        self._proc.close()
+
+
+def open_source(
+    source: str,
+    params: ClipParams,
+    decode: DecodeSettings,
+    *,
+    start: float = 0.0,
+    realtime: bool = False,
+) -> FrameSource:
+    """Open a file path or a live URL (rtsp, rtmp, http(s)/HLS, udp, srt, tcp); raises SourceError."""
+    live = is_live_url(source)
+    if not live:
+        path = Path(source)
+        if not path.is_file():
+            raise SourceError(f"no such file: {source}" if not path.exists() else f"not a regular file: {source}")
+        if path.stat().st_size == 0:
+            raise SourceError(f"empty file (0 bytes): {source}")
+    backend = "pyav" if live or decode.backend in ("auto", "pyav") else "decord"
+    spec = DecodeSpec(
+        source=source, fps=params.fps, max_side=params.max_side, start=start, live=live, backend=backend,
+        skip="auto" if decode.backend == "auto" else "none", open_timeout_s=decode.open_timeout_s,
+    )
+    if live:
+        backoff = Backoff(decode.reconnect_initial_s, decode.reconnect_max_s, decode.reconnect_attempts)
+        return LiveSource(spec, stall_timeout_s=decode.stall_timeout_s, buffer_frames=decode.live_buffer_frames,
+                          backoff=backoff)
+    return FileSource(spec, stall_timeout_s=decode.stall_timeout_s, realtime=realtime)
