@@ -21,14 +21,13 @@ class DecordReader:
     def __init__(self, spec: DecodeSpec) -> None:
         import decord  # imported here: only the child process pays for it
 
-        # PyAV probes size, rotation and codec (decord ignores rotation); it decodes one frame only.
+        # PyAV probes size, rotation and codec; it decodes one frame only.
         probe = PyAVReader(DecodeSpec(spec.source, spec.fps, spec.max_side, skip="none"))
         info = probe.info
         probe.close()
-        k = info.rotation // 90
-        w, h = (info.out_height, info.out_width) if k % 2 else (info.out_width, info.out_height)
-        try:
-            self.vr = decord.VideoReader(spec.source, ctx=decord.cpu(0), width=w, height=h, num_threads=spec.threads)
+        try:  # decord applies the display rotation itself: ask for the displayed size
+            self.vr = decord.VideoReader(spec.source, ctx=decord.cpu(0), width=info.out_width,
+                                         height=info.out_height, num_threads=spec.threads)
         except decord.DECORDError as exc:
             raise SourceError(f"decord cannot read {spec.source}: {exc}") from exc
         self.spec = spec
@@ -37,15 +36,13 @@ class DecordReader:
             raise SourceError(f"no decodable video frames in {spec.source}")
 
     def frames(self) -> Iterator[Frame]:
-        times = self.vr.get_frame_timestamp(np.arange(len(self.vr)))[:, 0].astype(float)
-        times -= times[0]
-        indices = list(sample_times(times, self.spec.fps, self.spec.start))
-        k = self.info.rotation // 90
+        spans = self.vr.get_frame_timestamp(np.arange(len(self.vr))).astype(float)
+        times, end = spans[:, 0] - spans[0, 0], float(spans[-1, 1] - spans[0, 0])
+        indices = list(sample_times(times, self.spec.fps, self.spec.start, end))
         for i in range(0, len(indices), _BATCH):
             chunk = indices[i : i + _BATCH]
             batch = self.vr.get_batch(chunk).asnumpy()
             for idx, img in zip(chunk, batch, strict=True):
-                img = np.ascontiguousarray(np.rot90(img, k)) if k else img
                 yield Frame(img, round(float(times[idx]), 6), None, "pts")
 
     def close(self) -> None:

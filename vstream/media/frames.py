@@ -101,19 +101,26 @@ class FrameSampler:
         self._prev = (t, item)
         return out
 
-    def finish(self) -> list[tuple[float, object]]:
-        """At end of stream: the last held frame, if the next target falls before the stream ends."""
-        if self._prev is not None and self.next_target < self._prev[0] + self._interval - 1e-6:
+    def finish(self, end: float | None = None) -> list[tuple[float, object]]:
+        """At end of stream: the last held frame, if the next target falls before the stream ends.
+
+        ``end`` is the stream's duration where known; otherwise the last frame is assumed to last as long
+        as the gap before it.
+        """
+        end = end if end is not None else (self._prev[0] + self._interval if self._prev else None)
+        if self._prev is not None and end is not None and self.next_target < end - 1e-6:
             held, self._prev = self._prev, None
             return [held]
         return []
 
 
-def sample_times(timestamps: Iterable[float], fps: float, start: float = 0.0) -> Iterator[int]:
+def sample_times(
+    timestamps: Iterable[float], fps: float, start: float = 0.0, end: float | None = None
+) -> Iterator[int]:
     """Indices into ``timestamps`` (sorted frame times) that :class:`FrameSampler` would choose."""
     sampler = FrameSampler(fps, start)
     for i, t in enumerate(timestamps):
         for _, idx in sampler.push(t, i):
             yield idx  # type: ignore[misc]
-    for _, idx in sampler.finish():
+    for _, idx in sampler.finish(end):
         yield idx  # type: ignore[misc]

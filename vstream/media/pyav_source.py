@@ -164,7 +164,8 @@ class PyAVReader:
                 wall0 = _anchor(wall0, arrival - t)
             for ts, chosen in sampler.push(t, frame):
                 yield self._frame(chosen, ts, wall0, clock)  # type: ignore[arg-type]
-        for ts, chosen in sampler.finish():
+        end = self.info.duration - origin if self.info.duration is not None else None
+        for ts, chosen in sampler.finish(end):
             yield self._frame(chosen, ts, wall0, "pts")  # type: ignore[arg-type]
 
     def _origin(self, first: av.VideoFrame) -> float:

@@ -55,7 +55,6 @@ def make_sample_video(
     gop: int = 60,
     bframes: int = 2,
     still: bool = False,
-    rotate: int = 0,
 ) -> Path:
     """Write an H.264 MP4 with a keyframe every ``gop`` frames and ``bframes`` B-frames."""
     path = Path(path)
@@ -66,8 +65,6 @@ def make_sample_video(
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"g": str(gop), "bf": str(bframes), "preset": "veryfast", "crf": "23"}
-        if rotate:
-            stream.metadata["rotate"] = str(rotate)
         for i in range(n):
             frame = av.VideoFrame.from_ndarray(_frame_image(i, width, height, fps, still), format="rgb24")
             for packet in stream.encode(frame):

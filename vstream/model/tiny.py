@@ -70,7 +70,7 @@ _EOS = "<|endoftext|>"
 # GLM-4.5V stops on end-of-text and on the start of a user or observation turn.
 _STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 
-TINY_BPE_VOCAB_SIZE = 1024  # upper bound for byte alphabet (256) + merges; the small corpus stops it near 590
+TINY_BPE_VOCAB_SIZE = 1024  # upper bound for byte alphabet (256) + merges; the small corpus stops it near 600
 
 TINY_TEXT_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
@@ -296,10 +296,10 @@ def _build_tokenizer() -> PreTrainedTokenizerFast:
 
 def _token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in TINY_SPECIAL_TOKENS}
-    missing = [t for t, i in ids.items() if i is None or i == tokenizer.unk_token_id]
-    if missing:
-        raise RuntimeError(f"special tokens missing from the tokenizer: {missing}")
-    return ids
+    single = {t: i for t, i in ids.items() if isinstance(i, int) and i != tokenizer.unk_token_id}
+    if len(single) != len(TINY_SPECIAL_TOKENS):
+        raise RuntimeError(f"special tokens missing from the tokenizer: {sorted(set(ids) - set(single))}")
+    return single
 
 
 def _build_config(tokenizer: PreTrainedTokenizerFast) -> Glm4vMoeConfig:
@@ -327,7 +327,7 @@ def _build_model(config: Glm4vMoeConfig, seed: int) -> Glm4vMoeForConditionalGen
         torch.manual_seed(seed)
         model = Glm4vMoeForConditionalGeneration(config)
     model.eval()
-    text = config.text_config
+    text = config.get_text_config()
     model.generation_config = GenerationConfig(
         eos_token_id=list(text.eos_token_id),
         pad_token_id=text.pad_token_id,

@@ -1,0 +1,110 @@
+"""Ingest jobs in Redis: idempotent submission, leased claims, resume progress.
+
+A request read from Kafka is written here first (keyed by job id, so a redelivered request is a no-op),
+then its Kafka offset is committed. Running a job needs a lease (``SET NX PX``) that its worker renews;
+a worker that dies stops renewing and any other worker takes the job over from its progress.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+
+from vstream.names import Keys
+from vstream.schema import IngestRequest
+
+Status = Literal["queued", "running", "retry", "paused", "done", "failed", "cancelled"]
+ACTIVE: tuple[Status, ...] = ("queued", "running", "retry")
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class JobState:
+    request: IngestRequest
+    status: Status
+    attempts: int
+    retry_at: float
+    error: str
+    acked_index: int
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, keys: Keys, lease_s: float) -> None:
+        self.r, self.keys, self.lease_ms = client, keys, int(lease_s * 1000)
+        self._renew = self.r.register_script(_RENEW)
+        self._release = self.r.register_script(_RELEASE)
+
+    def submit(self, req: IngestRequest) -> bool:
+        """Record a request; False when the job id already exists (a redelivery)."""
+        key = self.keys.job(req.job_id)
+        if not self.r.hsetnx(key, "request", req.model_dump_json()):
+            return False
+        self.r.hset(key, mapping={"status": "queued", "attempts": 0, "submitted_at": req.submitted_at})
+        self.r.zadd(self.keys.jobs, {req.job_id: req.submitted_at}, nx=True)
+        return True
+
+    def get(self, job_id: str) -> JobState | None:
+        raw = self.r.hgetall(self.keys.job(job_id))
+        if not raw or b"request" not in raw:
+            return None
+        req = IngestRequest.model_validate_json(raw[b"request"])
+        return JobState(
+            request=req,
+            status=raw.get(b"status", b"queued").decode(),  # type: ignore[arg-type]
+            attempts=int(raw.get(b"attempts", 0)),
+            retry_at=float(raw.get(b"retry_at", 0)),
+            error=raw.get(b"error", b"").decode(),
+            acked_index=self.acked_index(req),
+        )
+
+    def set_status(self, job_id: str, status: Status, **fields: object) -> None:
+        mapping = {"status": status, "updated_at": time.time(), **{k: _flat(v) for k, v in fields.items()}}
+        self.r.hset(self.keys.job(job_id), mapping=mapping)  # type: ignore[arg-type]
+
+    def claim(self, job_id: str, owner: str) -> bool:
+        return bool(self.r.set(self.keys.job_lease(job_id), owner, nx=True, px=self.lease_ms))
+
+    def renew(self, job_id: str, owner: str) -> bool:
+        return bool(self._renew(keys=[self.keys.job_lease(job_id)], args=[owner, self.lease_ms]))
+
+    def release(self, job_id: str, owner: str) -> None:
+        self._release(keys=[self.keys.job_lease(job_id)], args=[owner])
+
+    def runnable(self, limit: int = 100) -> list[str]:
+        """Active jobs nobody holds a lease on (new, retry due, or orphaned by a dead worker)."""
+        now, out = time.time(), []
+        for raw_id in self.r.zrange(self.keys.jobs, 0, -1):
+            job_id = raw_id.decode()
+            status, retry_at = self.r.hmget(self.keys.job(job_id), "status", "retry_at")
+            if status is None or status.decode() not in ACTIVE or float(retry_at or 0) > now:
+                continue
+            if not self.r.exists(self.keys.job_lease(job_id)):
+                out.append(job_id)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def acked_index(self, req: IngestRequest) -> int:
+        value = self.r.get(self.keys.ingest_progress(req.stream_id, req.params.params_hash))
+        return int(value) if value is not None else -1
+
+    def set_acked_index(self, req: IngestRequest, index: int) -> None:
+        self.r.set(self.keys.ingest_progress(req.stream_id, req.params.params_hash), index)
+
+
+def _flat(value: object) -> str | int | float:
+    if isinstance(value, str | int | float):
+        return value
+    return json.dumps(value)

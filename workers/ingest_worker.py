@@ -1,0 +1,240 @@
+"""``vstream worker ingest``: turns ingest requests from Kafka into clips on Kafka.
+
+Flow: request topic -> job record in Redis (idempotent by job id) -> offset commit -> leased job run in a
+thread -> clips topic. Progress (the highest clip index Kafka acknowledged) is saved as clips are acked,
+so a job interrupted by SIGTERM, a crash or SIGKILL resumes where it stopped, on any worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import redis
+from kafka.errors import KafkaError
+from pydantic import ValidationError
+
+from vstream.blobstore import LocalBlobStore
+from vstream.config import Settings
+from vstream.ingest import IngestStats, describe, open_for, run_ingest
+from vstream.jobs import JobStore
+from vstream.kafka_io import ClipPublisher, ensure_topics, make_consumer, make_producer
+from vstream.media.frames import SourceError
+from vstream.metrics import CLIPS_CLAIM_CHECKED, CLIPS_GATED, CLIPS_PRODUCED, FRAMES_DROPPED, INGEST_JOBS
+from vstream.names import Keys, Topics
+from vstream.schema import ClipMessage, IngestError, IngestRequest
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+_RETRY_BASE_S = 2.0
+
+
+@dataclass
+class _Running:
+    thread: threading.Thread
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class _ProgressSink:
+    """Publishes clips and saves the acknowledged index as it advances."""
+
+    def __init__(self, publisher: ClipPublisher, jobs: JobStore, req: IngestRequest) -> None:
+        self.publisher, self.jobs, self.req = publisher, jobs, req
+        self.saved = publisher.acked_index
+
+    def send(self, msg: ClipMessage) -> None:
+        self.publisher.send(msg)
+        CLIPS_PRODUCED.labels(self.req.stream_id).inc()
+        self.save()
+
+    def save(self) -> None:
+        if self.publisher.acked_index > self.saved:
+            self.jobs.set_acked_index(self.req, self.publisher.acked_index)
+            self.saved = self.publisher.acked_index
+
+
+class JobRunner:
+    """Runs one job to completion, interruption or failure; never raises."""
+
+    def __init__(self, settings: Settings, jobs: JobStore, producer: object, topics: Topics, owner: str) -> None:
+        self.settings, self.jobs, self.producer, self.topics, self.owner = settings, jobs, producer, topics, owner
+        self.blobs = LocalBlobStore(settings.blobs.root)
+
+    def run(self, job_id: str, stop: threading.Event) -> str:
+        state = self.jobs.get(job_id)
+        if state is None:
+            return "missing"
+        req, started = state.request, time.monotonic()
+        start_index = state.acked_index + 1
+        self.jobs.set_status(job_id, "running", owner=self.owner, attempts=state.attempts + 1)
+        stats = IngestStats(start_index=start_index)
+        try:
+            stats = self._ingest(req, start_index, stop)
+            outcome = "interrupted" if stats.interrupted else "done"
+            self.jobs.set_status(job_id, "queued" if stats.interrupted else "done", error="")
+        except SourceError as exc:
+            outcome = self._fail(req, state.attempts + 1, str(exc), fatal=exc.fatal)
+        except (KafkaError, redis.RedisError, OSError) as exc:
+            outcome = self._fail(req, state.attempts + 1, f"{type(exc).__name__}: {exc}", fatal=False)
+        INGEST_JOBS.labels(outcome).inc()
+        logger.info(
+            "ingest job=%s stream=%s outcome=%s queue_delay_s=%.2f resumed_from=%d %s", job_id, req.stream_id,
+            outcome, max(0.0, time.time() - req.submitted_at - (time.monotonic() - started)), start_index,
+            describe(stats, started),
+        )
+        return outcome
+
+    def _ingest(self, req: IngestRequest, start_index: int, stop: threading.Event) -> IngestStats:
+        source = open_for(req, self.settings.decode, start_index)
+        publisher = ClipPublisher(self.producer, self.topics.clips, self.blobs,  # type: ignore[arg-type]
+                                  self.settings.kafka.max_message_bytes)
+        publisher.acked_index = start_index - 1
+        sink = _ProgressSink(publisher, self.jobs, req)
+        stats = run_ingest(req, source, sink, quality=self.settings.clips.jpeg_quality, start_index=start_index,
+                           stop=stop)
+        publisher.flush(timeout_s=self.settings.kafka.request_timeout_ms / 1000 * 4)
+        sink.save()
+        CLIPS_GATED.labels(req.stream_id).inc(stats.gated)
+        FRAMES_DROPPED.labels(req.stream_id).inc(stats.dropped_frames)
+        CLIPS_CLAIM_CHECKED.inc(publisher.claim_checked)
+        return stats
+
+    def _fail(self, req: IngestRequest, attempts: int, error: str, *, fatal: bool) -> str:
+        give_up = fatal or attempts >= MAX_ATTEMPTS
+        if give_up:
+            self.jobs.set_status(req.job_id, "failed", error=error)
+        else:
+            retry_at = time.time() + _RETRY_BASE_S * 2 ** (attempts - 1)
+            self.jobs.set_status(req.job_id, "retry", error=error, retry_at=retry_at)
+        record = IngestError(job_id=req.job_id, stream_id=req.stream_id, source=req.source, error=error, fatal=give_up)
+        try:
+            self.producer.send(self.topics.ingest_errors, key=req.stream_id.encode(),  # type: ignore[attr-defined]
+                               value=record.model_dump_json().encode())
+        except KafkaError:
+            logger.exception("could not publish the error record of job %s", req.job_id)
+        logger.warning("ingest job=%s %s: %s", req.job_id, "failed" if give_up else "will retry", error)
+        return "failed" if give_up else "retry"
+
+
+class IngestWorker:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
+        self.redis = redis.Redis.from_url(settings.redis.url)
+        self.jobs = JobStore(self.redis, self.keys, settings.job_lease_s)
+        self.stopping = threading.Event()
+        self.running: dict[str, _Running] = {}
+
+    def run(self) -> int:
+        self.redis.ping()  # fail loudly at start-up, not at the first job
+        ensure_topics(self.settings.kafka, {self.topics.ingest_requests: 1, self.topics.ingest_errors: 1,
+                                            self.topics.clips: self.settings.kafka.clip_partitions})
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        producer = make_producer(self.settings.kafka, client_id=f"vstream-ingest-{self.worker_id}")
+        consumer = make_consumer(self.settings.kafka, "vstream-ingest", self.topics.ingest_requests)
+        runner = JobRunner(self.settings, self.jobs, producer, self.topics, self.worker_id)
+        logger.info("ingest worker %s started (max %d jobs)", self.worker_id, self.settings.worker_max_jobs)
+        try:
+            while not self.stopping.is_set():
+                self._take_requests(consumer)
+                self._renew_and_reap()
+                self._start_jobs(runner)
+                self._heartbeat()
+        finally:
+            self._drain()
+            consumer.close()
+            producer.flush(timeout=30)
+            producer.close(timeout=10)
+            logger.info("ingest worker %s stopped", self.worker_id)
+        return 0
+
+    def _take_requests(self, consumer: object) -> None:
+        batches = consumer.poll(timeout_ms=500)  # type: ignore[attr-defined]
+        for records in batches.values():
+            for record in records:
+                try:
+                    req = IngestRequest.model_validate_json(record.value)
+                except ValidationError as exc:
+                    logger.warning("ignoring malformed ingest request at offset %d: %s", record.offset,
+                                   exc.errors()[0]["msg"])
+                    continue
+                if not self.jobs.submit(req):
+                    logger.info("ingest request %s already known: not queued again", req.job_id)
+        if batches:
+            consumer.commit()  # type: ignore[attr-defined]
+
+    def _renew_and_reap(self) -> None:
+        for job_id, run in list(self.running.items()):
+            if not run.thread.is_alive():
+                self.jobs.release(job_id, self.worker_id)
+                del self.running[job_id]
+            elif not self.jobs.renew(job_id, self.worker_id):
+                logger.warning("lost the lease of job %s: stopping it", job_id)
+                run.stop.set()
+
+    def _start_jobs(self, runner: JobRunner) -> None:
+        free = self.settings.worker_max_jobs - len(self.running)
+        if free <= 0:
+            return
+        for job_id in self.jobs.runnable(limit=free * 4):
+            if len(self.running) >= self.settings.worker_max_jobs or job_id in self.running:
+                continue
+            if not self.jobs.claim(job_id, self.worker_id):
+                continue
+            run = _Running(threading.Thread(target=lambda j=job_id: runner.run(j, self.running[j].stop),
+                                            name=f"job-{job_id}", daemon=True))
+            self.running[job_id] = run
+            run.thread.start()
+
+    def _heartbeat(self) -> None:
+        key = self.keys.worker_heartbeat("ingest", self.worker_id)
+        self.redis.set(key, f'{{"jobs": {len(self.running)}, "at": {time.time():.3f}}}', ex=30)
+
+    def _drain(self) -> None:
+        for run in self.running.values():
+            run.stop.set()
+        for job_id, run in self.running.items():
+            run.thread.join(timeout=60)
+            self.jobs.release(job_id, self.worker_id)
+        self.running.clear()
+
+
+def ingest_once(req: IngestRequest, settings: Settings) -> int:
+    """``vstream ingest``: run one request in the foreground (resuming if it ran before)."""
+    worker = IngestWorker(settings)
+    worker.redis.ping()
+    ensure_topics(settings.kafka, {worker.topics.clips: settings.kafka.clip_partitions,
+                                   worker.topics.ingest_errors: 1})
+    worker.jobs.submit(req)
+    if not worker.jobs.claim(req.job_id, worker.worker_id):
+        raise SourceError(f"job {req.job_id} is being run by another worker")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stopping.set())
+    producer = make_producer(settings.kafka)
+    keeper = threading.Thread(target=_keep_lease, args=(worker, req.job_id), daemon=True)
+    keeper.start()
+    try:
+        outcome = JobRunner(settings, worker.jobs, producer, worker.topics, worker.worker_id).run(
+            req.job_id, worker.stopping)
+    finally:
+        worker.stopping.set()
+        producer.close(timeout=10)
+        worker.jobs.release(req.job_id, worker.worker_id)
+    state = worker.jobs.get(req.job_id)
+    if outcome not in ("done", "interrupted") and state is not None:
+        raise SourceError(state.error or outcome)
+    return 0
+
+
+def _keep_lease(worker: IngestWorker, job_id: str) -> None:
+    while not worker.stopping.wait(worker.settings.job_lease_s / 3):
+        worker.jobs.renew(job_id, worker.worker_id)
