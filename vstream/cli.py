@@ -20,12 +20,18 @@ logger = logging.getLogger("vstream")
 
 
 def _clip_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="video file path or live URL (rtsp://, rtmp://, http(s):// incl. HLS, udp://, srt://)")
+    p.add_argument(
+        "source", help="video file path or live URL (rtsp://, rtmp://, http(s):// incl. HLS, udp://, srt://)"
+    )
     p.add_argument("--stream-id", default=None, help="stream id (default: derived from the source name)")
     p.add_argument("--fps", type=float, default=None, help="frames sampled per second (default 2)")
     p.add_argument("--clip-seconds", type=float, default=None, help="clip window length (default 8)")
-    p.add_argument("--overlap", type=float, default=None, help="overlap between windows in seconds (default 2)")
-    p.add_argument("--max-side", type=int, default=None, help="longest frame side, multiple of 28 (default 448)")
+    p.add_argument(
+        "--overlap", type=float, default=None, help="overlap between windows in seconds (default 2)"
+    )
+    p.add_argument(
+        "--max-side", type=int, default=None, help="longest frame side, multiple of 28 (default 448)"
+    )
     p.add_argument("--realtime", action="store_true", help="replay a file at real speed, as a live stream")
     p.add_argument("--gate", action="store_true", help="skip clips without motion")
     p.add_argument("--backend", choices=["auto", "pyav", "decord"], default=None, help="file decoder")
@@ -65,8 +71,14 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestReq
     )
     stream_id = args.stream_id or _stream_id_from(args.source)
     job_id = getattr(args, "job_id", None) or f"{stream_id}-{params.params_hash}"
-    return IngestRequest(job_id=job_id, stream_id=stream_id, source=args.source, params=params,
-                         gate=GateParams(enabled=args.gate), realtime=args.realtime)
+    return IngestRequest(
+        job_id=job_id,
+        stream_id=stream_id,
+        source=args.source,
+        params=params,
+        gate=GateParams(enabled=args.gate),
+        realtime=args.realtime,
+    )
 
 
 def _stream_id_from(source: str) -> str:
@@ -77,9 +89,16 @@ def _stream_id_from(source: str) -> str:
 
 def clip_summary(msg: ClipMessage) -> dict[str, object]:
     out: dict[str, object] = {
-        "clip_id": msg.clip_id, "index": msg.index, "t_start": msg.t_start, "t_end": msg.t_end,
-        "n_frames": msg.n_frames, "timestamps": msg.timestamps, "width": msg.width, "height": msg.height,
-        "bytes": msg.payload_bytes, "clock": msg.clock,
+        "clip_id": msg.clip_id,
+        "index": msg.index,
+        "t_start": msg.t_start,
+        "t_end": msg.t_end,
+        "n_frames": msg.n_frames,
+        "timestamps": msg.timestamps,
+        "width": msg.width,
+        "height": msg.height,
+        "bytes": msg.payload_bytes,
+        "clock": msg.clock,
     }
     if msg.wall_timestamps is not None:
         out["wall_timestamps"] = msg.wall_timestamps
@@ -94,8 +113,11 @@ class _PrintSink:
         if self.as_json:
             print(json.dumps(clip_summary(msg)), flush=True)
         else:
-            print(f"{msg.clip_id}  {msg.t_start:9.3f}-{msg.t_end:9.3f}s  {msg.n_frames:3d} frames  "
-                  f"{msg.width}x{msg.height}  {msg.payload_bytes / 1024:7.1f} KiB", flush=True)
+            print(
+                f"{msg.clip_id}  {msg.t_start:9.3f}-{msg.t_end:9.3f}s  {msg.n_frames:3d} frames  "
+                f"{msg.width}x{msg.height}  {msg.payload_bytes / 1024:7.1f} KiB",
+                flush=True,
+            )
 
 
 def cmd_clips(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,19 +127,34 @@ def cmd_clips(args: argparse.Namespace, settings: Settings) -> int:
 
     req = request_from_args(args, settings)
     if args.backend:
-        settings = settings.model_copy(update={"decode": settings.decode.model_copy(update={"backend": args.backend})})
+        settings = settings.model_copy(
+            update={"decode": settings.decode.model_copy(update={"backend": args.backend})}
+        )
     started = time.monotonic()
     source = open_for(req, settings.decode)
     total = source.info.duration
-    with tqdm(total=round(total, 1) if total else None, unit="s", file=sys.stderr, disable=None,
-              desc=req.stream_id, leave=False) as bar:
+    with tqdm(
+        total=round(total, 1) if total else None,
+        unit="s",
+        file=sys.stderr,
+        disable=None,
+        desc=req.stream_id,
+        leave=False,
+    ) as bar:
+
         def progress(t: float) -> None:
             bar.update(round(t, 1) - bar.n)
 
-        stats = run_ingest(req, source, _PrintSink(args.json), quality=settings.clips.jpeg_quality,
-                           on_progress=progress)
-    logger.info("%s: %s (decoder %s, skip_frame %s)", req.stream_id, describe(stats, started),
-                source.info.backend, source.info.skip_frame)
+        stats = run_ingest(
+            req, source, _PrintSink(args.json), quality=settings.clips.jpeg_quality, on_progress=progress
+        )
+    logger.info(
+        "%s: %s (decoder %s, skip_frame %s)",
+        req.stream_id,
+        describe(stats, started),
+        source.info.backend,
+        source.info.skip_frame,
+    )
     return 0
 
 
@@ -143,14 +180,20 @@ def cmd_sample_video(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
-    "clips": cmd_clips, "ingest": cmd_ingest, "worker": cmd_worker, "sample-video": cmd_sample_video,
+    "clips": cmd_clips,
+    "ingest": cmd_ingest,
+    "worker": cmd_worker,
+    "sample-video": cmd_sample_video,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         settings = load_settings()
         return COMMANDS[args.command](args, settings)

@@ -23,11 +23,13 @@ class _Group(BaseModel):
 class KafkaSettings(_Group):
     bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers.")
     topic_prefix: str = Field("vstream.", description="Prefix of every topic name (tests use a unique one).")
-    clip_partitions: int = Field(4, ge=1, description="Partitions of the clips topic; clips are keyed by stream.")
+    clip_partitions: int = Field(
+        4, ge=1, description="Partitions of the clips topic; clips are keyed by stream."
+    )
     max_message_bytes: int = Field(
         KAFKA_DEFAULT_MESSAGE_LIMIT,
         ge=64 * 1024,
-        description="Largest message the producer, broker and consumer accept; larger clips use the blob store.",
+        description="Largest message producer, broker and consumer accept; larger clips use the blob store.",
     )
     request_timeout_ms: int = Field(30_000, ge=1000)
 
@@ -41,7 +43,9 @@ class ClipSettings(_Group):
     fps: float = Field(2.0, gt=0, le=30, description="Frames sampled per second of media.")
     clip_seconds: float = Field(8.0, gt=0, le=600, description="Length of one clip window.")
     overlap_seconds: float = Field(2.0, ge=0, description="Overlap between consecutive windows.")
-    max_side: int = Field(448, ge=28, le=4032, description="Longest frame side after resize (multiple of 28).")
+    max_side: int = Field(
+        448, ge=28, le=4032, description="Longest frame side after resize (multiple of 28)."
+    )
     jpeg_quality: int = Field(85, ge=10, le=100)
 
     @model_validator(mode="after")
@@ -57,12 +61,18 @@ class DecodeSettings(_Group):
     backend: Literal["auto", "pyav", "decord"] = Field(
         "auto", description="File decoder: auto = PyAV with B-frame skipping where it keeps the fps."
     )
-    stall_timeout_s: float = Field(30.0, gt=0, description="Kill a decoder that yields no frame for this long.")
-    live_buffer_frames: int = Field(64, ge=2, description="Live frames buffered before the oldest is dropped.")
+    stall_timeout_s: float = Field(
+        30.0, gt=0, description="Kill a decoder that yields no frame for this long."
+    )
+    live_buffer_frames: int = Field(
+        64, ge=2, description="Live frames buffered before the oldest is dropped."
+    )
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     reconnect_attempts: int = Field(
-        5, ge=0, description="Consecutive failed connection attempts before a live source gives up; 0 = never."
+        5,
+        ge=0,
+        description="Consecutive failed connection attempts before a live source gives up; 0 = never.",
     )
     open_timeout_s: float = Field(10.0, gt=0, description="Network open/read timeout for live sources.")
 
@@ -101,4 +111,9 @@ def load_settings(**overrides: object) -> Settings:
 
 
 # Variables read by scripts, not by the library.
-_NON_SETTINGS_ENV = {"VSTREAM_CACHE", "VSTREAM_KAFKA_PORT", "VSTREAM_KAFKA_CONTROLLER_PORT", "VSTREAM_REDIS_PORT"}
+_NON_SETTINGS_ENV = {
+    "VSTREAM_CACHE",
+    "VSTREAM_KAFKA_PORT",
+    "VSTREAM_KAFKA_CONTROLLER_PORT",
+    "VSTREAM_REDIS_PORT",
+}

@@ -7,8 +7,11 @@ import simplejpeg
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
-    return bytes(simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=quality, colorspace="RGB",
-                                        colorsubsampling="420"))
+    return bytes(
+        simplejpeg.encode_jpeg(
+            np.ascontiguousarray(image), quality=quality, colorspace="RGB", colorsubsampling="420"
+        )
+    )
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:

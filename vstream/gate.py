@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from vstream.clipper import Clip
@@ -11,7 +13,7 @@ _THUMB = 32  # columns of the thumbnail; rows follow the aspect ratio
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
+    w = image.shape[1]
     step = max(1, w // _THUMB)
     return image[::step, ::step].mean(axis=2, dtype=np.float32)
 
@@ -32,7 +34,7 @@ class MotionGate:
         if self._last is not None and self._last.shape == thumbs[0].shape:
             thumbs.insert(0, self._last)
         moving = any(
-            float(np.abs(a - b).mean()) > self.params.threshold for a, b in zip(thumbs, thumbs[1:], strict=False)
+            float(np.abs(a - b).mean()) > self.params.threshold for a, b in itertools.pairwise(thumbs)
         )
         if moving:
             self._last = thumbs[-1]

@@ -52,7 +52,9 @@ def build_message(clip: Clip, req: IngestRequest, info: SourceInfo, quality: int
         t_start=clip.t_start,
         t_end=clip.t_end,
         timestamps=clip.timestamps,
-        wall_timestamps=[w for w in walls if w is not None] if live and all(w is not None for w in walls) else None,
+        wall_timestamps=[w for w in walls if w is not None]
+        if live and all(w is not None for w in walls)
+        else None,
         clock=clip.frames[0].clock,
         width=info.out_width,
         height=info.out_height,
@@ -69,7 +71,9 @@ def start_time_for(req: IngestRequest, start_index: int) -> float:
 
 
 def open_for(req: IngestRequest, decode: DecodeSettings, start_index: int = 0) -> FrameSource:
-    return open_source(req.source, req.params, decode, start=start_time_for(req, start_index), realtime=req.realtime)
+    return open_source(
+        req.source, req.params, decode, start=start_time_for(req, start_index), realtime=req.realtime
+    )
 
 
 def run_ingest(
@@ -82,7 +86,7 @@ def run_ingest(
     stop: threading.Event | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> IngestStats:
-    """Cut ``source`` into clips and hand each to ``sink``; returns when the source ends or ``stop`` is set."""
+    """Cut ``source`` into clips for ``sink``; returns at the source's end or once ``stop`` is set."""
     stats = IngestStats(start_index=start_index)
     clipper = Clipper(req.params, start_index=start_index)
     gate = MotionGate(req.gate)
@@ -123,6 +127,7 @@ def describe(stats: IngestStats, started: float) -> str:
     took = time.monotonic() - started
     speed = stats.media_seconds / took if took > 0 else 0.0
     return (
-        f"clips={stats.clips} frames={stats.frames} gated={stats.gated} dropped_frames={stats.dropped_frames} "
-        f"bytes={stats.bytes} media_s={stats.media_seconds:.1f} took_s={took:.2f} x_realtime={speed:.1f}"
+        f"clips={stats.clips} frames={stats.frames} gated={stats.gated} "
+        f"dropped_frames={stats.dropped_frames} bytes={stats.bytes} media_s={stats.media_seconds:.1f} "
+        f"took_s={took:.2f} x_realtime={speed:.1f}"
     )

@@ -62,10 +62,10 @@ class JobStore:
         req = IngestRequest.model_validate_json(raw[b"request"])
         return JobState(
             request=req,
-            status=raw.get(b"status", b"queued").decode(),  # type: ignore[arg-type]
+            status=_text(raw.get(b"status", b"queued")),  # type: ignore[arg-type]
             attempts=int(raw.get(b"attempts", 0)),
             retry_at=float(raw.get(b"retry_at", 0)),
-            error=raw.get(b"error", b"").decode(),
+            error=_text(raw.get(b"error", b"")),
             acked_index=self.acked_index(req),
         )
 
@@ -86,9 +86,9 @@ class JobStore:
         """Active jobs nobody holds a lease on (new, retry due, or orphaned by a dead worker)."""
         now, out = time.time(), []
         for raw_id in self.r.zrange(self.keys.jobs, 0, -1):
-            job_id = raw_id.decode()
+            job_id = _text(raw_id)
             status, retry_at = self.r.hmget(self.keys.job(job_id), "status", "retry_at")
-            if status is None or status.decode() not in ACTIVE or float(retry_at or 0) > now:
+            if status is None or _text(status) not in ACTIVE or float(retry_at or 0) > now:
                 continue
             if not self.r.exists(self.keys.job_lease(job_id)):
                 out.append(job_id)
@@ -102,6 +102,10 @@ class JobStore:
 
     def set_acked_index(self, req: IngestRequest, index: int) -> None:
         self.r.set(self.keys.ingest_progress(req.stream_id, req.params.params_hash), index)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _flat(value: object) -> str | int | float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -63,10 +64,8 @@ def ensure_topics(kafka: KafkaSettings, topics: dict[str, int]) -> None:
             if name not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another worker won the race
             _wait_for_topics(admin, [t.name for t in new])
     finally:
         admin.close()

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 _MAGIC = b"VSC1"
 _HEADER = struct.Struct(">I")
 STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -91,7 +91,9 @@ class ClipMessage(_Wire):
     width: int = Field(ge=28)
     height: int = Field(ge=28)
     encoding: Literal["jpeg"] = "jpeg"
-    frames: list[bytes] = Field(default_factory=list, description="Encoded frames; empty when payload_ref is set.")
+    frames: list[bytes] = Field(
+        default_factory=list, description="Encoded frames; empty when payload_ref is set."
+    )
     payload_ref: str | None = Field(None, description="Claim-check reference to the full message.")
     source: str = ""
     live: bool = False
@@ -161,7 +163,9 @@ class GateParams(_Wire):
     """Skip clips in which nothing moves (cheap frame differencing on tiny grey frames)."""
 
     enabled: bool = False
-    threshold: float = Field(4.0, gt=0, description="Mean absolute grey-level difference (0..255) that counts as motion.")
+    threshold: float = Field(
+        4.0, gt=0, description="Mean absolute grey-level difference (0..255) that counts as motion."
+    )
 
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import redis
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -63,8 +64,16 @@ class _ProgressSink:
 class JobRunner:
     """Runs one job to completion, interruption or failure; never raises."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, producer: object, topics: Topics, owner: str) -> None:
-        self.settings, self.jobs, self.producer, self.topics, self.owner = settings, jobs, producer, topics, owner
+    def __init__(
+        self, settings: Settings, jobs: JobStore, producer: KafkaProducer, topics: Topics, owner: str
+    ) -> None:
+        self.settings, self.jobs, self.producer, self.topics, self.owner = (
+            settings,
+            jobs,
+            producer,
+            topics,
+            owner,
+        )
         self.blobs = LocalBlobStore(settings.blobs.root)
 
     def run(self, job_id: str, stop: threading.Event) -> str:
@@ -85,20 +94,29 @@ class JobRunner:
             outcome = self._fail(req, state.attempts + 1, f"{type(exc).__name__}: {exc}", fatal=False)
         INGEST_JOBS.labels(outcome).inc()
         logger.info(
-            "ingest job=%s stream=%s outcome=%s queue_delay_s=%.2f resumed_from=%d %s", job_id, req.stream_id,
-            outcome, max(0.0, time.time() - req.submitted_at - (time.monotonic() - started)), start_index,
+            "ingest job=%s stream=%s outcome=%s queue_delay_s=%.2f resumed_from=%d %s",
+            job_id,
+            req.stream_id,
+            outcome,
+            max(0.0, time.time() - req.submitted_at - (time.monotonic() - started)),
+            start_index,
             describe(stats, started),
         )
         return outcome
 
     def _ingest(self, req: IngestRequest, start_index: int, stop: threading.Event) -> IngestStats:
         source = open_for(req, self.settings.decode, start_index)
-        publisher = ClipPublisher(self.producer, self.topics.clips, self.blobs,  # type: ignore[arg-type]
-                                  self.settings.kafka.max_message_bytes)
+        publisher = ClipPublisher(
+            self.producer,
+            self.topics.clips,
+            self.blobs,
+            self.settings.kafka.max_message_bytes,
+        )
         publisher.acked_index = start_index - 1
         sink = _ProgressSink(publisher, self.jobs, req)
-        stats = run_ingest(req, source, sink, quality=self.settings.clips.jpeg_quality, start_index=start_index,
-                           stop=stop)
+        stats = run_ingest(
+            req, source, sink, quality=self.settings.clips.jpeg_quality, start_index=start_index, stop=stop
+        )
         publisher.flush(timeout_s=self.settings.kafka.request_timeout_ms / 1000 * 4)
         sink.save()
         CLIPS_GATED.labels(req.stream_id).inc(stats.gated)
@@ -113,10 +131,15 @@ class JobRunner:
         else:
             retry_at = time.time() + _RETRY_BASE_S * 2 ** (attempts - 1)
             self.jobs.set_status(req.job_id, "retry", error=error, retry_at=retry_at)
-        record = IngestError(job_id=req.job_id, stream_id=req.stream_id, source=req.source, error=error, fatal=give_up)
+        record = IngestError(
+            job_id=req.job_id, stream_id=req.stream_id, source=req.source, error=error, fatal=give_up
+        )
         try:
-            self.producer.send(self.topics.ingest_errors, key=req.stream_id.encode(),  # type: ignore[attr-defined]
-                               value=record.model_dump_json().encode())
+            self.producer.send(
+                self.topics.ingest_errors,
+                key=req.stream_id.encode(),
+                value=record.model_dump_json().encode(),
+            )
         except KafkaError:
             logger.exception("could not publish the error record of job %s", req.job_id)
         logger.warning("ingest job=%s %s: %s", req.job_id, "failed" if give_up else "will retry", error)
@@ -135,8 +158,14 @@ class IngestWorker:
 
     def run(self) -> int:
         self.redis.ping()  # fail loudly at start-up, not at the first job
-        ensure_topics(self.settings.kafka, {self.topics.ingest_requests: 1, self.topics.ingest_errors: 1,
-                                            self.topics.clips: self.settings.kafka.clip_partitions})
+        ensure_topics(
+            self.settings.kafka,
+            {
+                self.topics.ingest_requests: 1,
+                self.topics.ingest_errors: 1,
+                self.topics.clips: self.settings.kafka.clip_partitions,
+            },
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         producer = make_producer(self.settings.kafka, client_id=f"vstream-ingest-{self.worker_id}")
@@ -157,20 +186,23 @@ class IngestWorker:
             logger.info("ingest worker %s stopped", self.worker_id)
         return 0
 
-    def _take_requests(self, consumer: object) -> None:
-        batches = consumer.poll(timeout_ms=500)  # type: ignore[attr-defined]
+    def _take_requests(self, consumer: KafkaConsumer) -> None:
+        batches = consumer.poll(timeout_ms=500)
         for records in batches.values():
             for record in records:
                 try:
                     req = IngestRequest.model_validate_json(record.value)
                 except ValidationError as exc:
-                    logger.warning("ignoring malformed ingest request at offset %d: %s", record.offset,
-                                   exc.errors()[0]["msg"])
+                    logger.warning(
+                        "ignoring malformed ingest request at offset %d: %s",
+                        record.offset,
+                        exc.errors()[0]["msg"],
+                    )
                     continue
                 if not self.jobs.submit(req):
                     logger.info("ingest request %s already known: not queued again", req.job_id)
         if batches:
-            consumer.commit()  # type: ignore[attr-defined]
+            consumer.commit()
 
     def _renew_and_reap(self) -> None:
         for job_id, run in list(self.running.items()):
@@ -190,8 +222,13 @@ class IngestWorker:
                 continue
             if not self.jobs.claim(job_id, self.worker_id):
                 continue
-            run = _Running(threading.Thread(target=lambda j=job_id: runner.run(j, self.running[j].stop),
-                                            name=f"job-{job_id}", daemon=True))
+            run = _Running(
+                threading.Thread(
+                    target=lambda j=job_id: runner.run(j, self.running[j].stop),
+                    name=f"job-{job_id}",
+                    daemon=True,
+                )
+            )
             self.running[job_id] = run
             run.thread.start()
 
@@ -212,8 +249,9 @@ def ingest_once(req: IngestRequest, settings: Settings) -> int:
     """``vstream ingest``: run one request in the foreground (resuming if it ran before)."""
     worker = IngestWorker(settings)
     worker.redis.ping()
-    ensure_topics(settings.kafka, {worker.topics.clips: settings.kafka.clip_partitions,
-                                   worker.topics.ingest_errors: 1})
+    ensure_topics(
+        settings.kafka, {worker.topics.clips: settings.kafka.clip_partitions, worker.topics.ingest_errors: 1}
+    )
     worker.jobs.submit(req)
     if not worker.jobs.claim(req.job_id, worker.worker_id):
         raise SourceError(f"job {req.job_id} is being run by another worker")
@@ -224,7 +262,8 @@ def ingest_once(req: IngestRequest, settings: Settings) -> int:
     keeper.start()
     try:
         outcome = JobRunner(settings, worker.jobs, producer, worker.topics, worker.worker_id).run(
-            req.job_id, worker.stopping)
+            req.job_id, worker.stopping
+        )
     finally:
         worker.stopping.set()
         producer.close(timeout=10)

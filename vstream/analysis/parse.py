@@ -39,9 +39,10 @@ _TAG_RES = {
 }
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*")
 _OPEN_RE = re.compile(r"[\[{]")
-_NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+# Keep number patterns unambiguous (never "\d+\.?\d*"): that backtracks quadratically on long digit runs.
+_NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _INT_RE = re.compile(r"[-+]?\d{1,30}")
-_FLOAT_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_FLOAT_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"', "'": "'"}
@@ -451,11 +452,13 @@ def _span(norm: dict[str, Any], ctx: _Ctx, where: str) -> tuple[float, float] | 
         start, end = end, start
     limit = ctx.duration
     if end < 0 or (limit is not None and start > limit):
-        ctx.warn(f"{where}: skipped, {start:g}-{end:g}s lies outside the clip")
+        ctx.warn(f"{where}: skipped, [{start:g}s, {end:g}s] lies outside the clip")
         return None
     if start < 0 or (limit is not None and end > limit):
         new_end = end if limit is None else min(end, limit)
-        ctx.warn(f"{where}: {start:g}-{end:g}s clamped to the clip ({max(start, 0.0):g}-{new_end:g}s)")
+        ctx.warn(
+            f"{where}: [{start:g}s, {end:g}s] clamped to the clip as [{max(start, 0.0):g}s, {new_end:g}s]"
+        )
         start, end = max(start, 0.0), new_end
     return start, end
 
@@ -616,7 +619,7 @@ def _clean_segments(segments: list[Segment], ctx: _Ctx) -> list[Segment]:
         if seg.end_s - seg.start_s < 1e-6:
             ctx.warn(f"dropped zero-length segment at {seg.start_s:g}s ({seg.title!r})")
         elif key in seen:
-            ctx.warn(f"dropped duplicate segment {seg.start_s:g}-{seg.end_s:g}s ({seg.title!r})")
+            ctx.warn(f"dropped duplicate segment [{seg.start_s:g}s, {seg.end_s:g}s] ({seg.title!r})")
         else:
             seen.add(key)
             out.append(seg)
@@ -725,7 +728,8 @@ def _parse_items(answer: str, ctx: _Ctx, notes: list[str]) -> tuple[list[Any], b
     _note_found(found, answer, ctx)
     raw_items = _find_items(found.value, ctx)
     if raw_items is None:
-        return [], False, f"expected a JSON list of items, got {type(found.value).__name__}"
+        got = "an object without one" if isinstance(found.value, dict) else type(found.value).__name__
+        return [], False, f"expected a JSON list of items, got {got}"
     items: list[Any]
     if ctx.task == "events":
         items = [d for i, it in enumerate(raw_items) if (d := _detection(it, ctx, f"item {i}")) is not None]
@@ -733,7 +737,7 @@ def _parse_items(answer: str, ctx: _Ctx, notes: list[str]) -> tuple[list[Any], b
     else:
         segs = [s for i, it in enumerate(raw_items) if (s := _segment(it, ctx, f"item {i}")) is not None]
         skipped = len(raw_items) - len(segs)
-        items = _clean_segments(segs, ctx)  # dropping duplicates/empties loses nothing: not "skipped"
+        items = segs  # dropping duplicates/empties loses nothing: not "skipped"
     if not items:
         if found.truncated:
             return [], False, "output was truncated before any complete item"
@@ -769,6 +773,7 @@ def _parse(raw: str, task: Task, ctx: _Ctx) -> ParsedOutput:
     if error is None and task == "caption":
         caption, error = _parse_caption(answer, ctx, notes)
         result.update(caption=caption, ok=caption is not None)
+        _attach_unassigned([], ctx)
     elif error is None:
         items, result["ok"], error = _parse_items(answer, ctx, notes)
         if task == "events":

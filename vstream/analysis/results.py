@@ -73,9 +73,13 @@ class Box(_Wire):
         x1, x2 = sorted((a, c))
         y1, y2 = sorted((b, d))
         sx, sy = width / NORMALIZED_SCALE, height / NORMALIZED_SCALE
-        # Sub-millipixel digits are float noise (448 * 0.1 = 44.800000000000004) that bloats serialised output.
+        # Sub-millipixel digits are float noise (448 * 0.1 = 44.800000000000004) that bloats the wire format.
         return cls(
-            x1=round(x1 * sx, 3), y1=round(y1 * sy, 3), x2=round(x2 * sx, 3), y2=round(y2 * sy, 3), label=label
+            x1=round(x1 * sx, 3),
+            y1=round(y1 * sy, 3),
+            x2=round(x2 * sx, 3),
+            y2=round(y2 * sy, 3),
+            label=label,
         )
 
 

@@ -57,7 +57,9 @@ class DecodeProcess:
         self.spec = spec
         self.stall_timeout_s = stall_timeout_s
         self._queue: Any = _CTX.Queue(maxsize=_QUEUE_FRAMES)
-        self._proc = _CTX.Process(target=_child_main, args=(spec, self._queue), daemon=True, name="vstream-decode")
+        self._proc = _CTX.Process(
+            target=_child_main, args=(spec, self._queue), daemon=True, name="vstream-decode"
+        )
         self._proc.start()
         kind, payload = self._get(stall_timeout_s + _STARTUP_GRACE_S)
         if kind != "info":
@@ -84,12 +86,13 @@ class DecodeProcess:
                 if not self._proc.is_alive():
                     code = self._proc.exitcode
                     raise SourceError(
-                        f"decoder process died (exit code {code}) reading {self.spec.source}", fatal=not self.spec.live
+                        f"decoder process died (exit code {code}) reading {self.spec.source}",
+                        fatal=not self.spec.live,
                     ) from None
                 if time.monotonic() > deadline:
                     self.close()
                     raise SourceError(
-                        f"decoder stalled: no frame for {timeout:.0f} s reading {self.spec.source}; killed it",
+                        f"decoder stalled: no frame for {timeout:.0f} s from {self.spec.source}; killed it",
                         fatal=not self.spec.live,
                     ) from None
                 continue

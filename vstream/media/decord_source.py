@@ -26,8 +26,13 @@ class DecordReader:
         info = probe.info
         probe.close()
         try:  # decord applies the display rotation itself: ask for the displayed size
-            self.vr = decord.VideoReader(spec.source, ctx=decord.cpu(0), width=info.out_width,
-                                         height=info.out_height, num_threads=spec.threads)
+            self.vr = decord.VideoReader(
+                spec.source,
+                ctx=decord.cpu(0),
+                width=info.out_width,
+                height=info.out_height,
+                num_threads=spec.threads,
+            )
         except decord.DECORDError as exc:
             raise SourceError(f"decord cannot read {spec.source}: {exc}") from exc
         self.spec = spec

@@ -48,7 +48,7 @@ class SourceError(RuntimeError):
 
 
 def round_to_patch(x: float) -> int:
-    return max(PATCH, int(round(x / PATCH)) * PATCH)
+    return max(PATCH, round(x / PATCH) * PATCH)
 
 
 def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:

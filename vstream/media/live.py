@@ -74,7 +74,9 @@ class DropOldestBuffer:
 class LiveSource:
     """Reads a live URL in a background thread, reconnecting, into a :class:`DropOldestBuffer`."""
 
-    def __init__(self, spec: DecodeSpec, *, stall_timeout_s: float, buffer_frames: int, backoff: Backoff) -> None:
+    def __init__(
+        self, spec: DecodeSpec, *, stall_timeout_s: float, buffer_frames: int, backoff: Backoff
+    ) -> None:
         self.spec, self.backoff, self.stall_timeout_s = spec, backoff, stall_timeout_s
         self.buffer = DropOldestBuffer(buffer_frames)
         self.reconnects = 0
@@ -97,7 +99,11 @@ class LiveSource:
                 return DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s)
             except SourceError as exc:
                 failures += 1
-                if exc.fatal or (self.backoff.attempts and failures >= self.backoff.attempts) or self._stop.is_set():
+                if (
+                    exc.fatal
+                    or (self.backoff.attempts and failures >= self.backoff.attempts)
+                    or self._stop.is_set()
+                ):
                     raise SourceError(f"{exc} (gave up after {failures} attempts)", fatal=exc.fatal) from None
                 self._sleep(failures, exc)
 
@@ -117,7 +123,9 @@ class LiveSource:
                     except SourceError as exc:
                         failures += 1
                         if self.backoff.attempts and failures >= self.backoff.attempts:
-                            raise SourceError(f"{exc} (gave up after {failures} reconnects)", fatal=False) from None
+                            raise SourceError(
+                                f"{exc} (gave up after {failures} reconnects)", fatal=False
+                            ) from None
                         self._sleep(failures, exc)
                         continue
                 got = self._pump(proc)

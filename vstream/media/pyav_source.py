@@ -7,6 +7,7 @@ every sample time; ``auto`` measures that on the first seconds of the file befor
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -21,8 +22,18 @@ from vstream.media.frames import Frame, FrameSampler, SourceError, SourceInfo, t
 logger = logging.getLogger(__name__)
 
 SkipMode = Literal["auto", "none", "bidir"]
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://", "udp://", "srt://", "tcp://")
-_PROBE_SECONDS = 3.0
+LIVE_SCHEMES = (
+    "rtsp://",
+    "rtsps://",
+    "rtmp://",
+    "rtmps://",
+    "http://",
+    "https://",
+    "udp://",
+    "srt://",
+    "tcp://",
+)
+_PROBE_SECONDS = 1.0
 _REANCHOR_S = 2.0
 
 
@@ -54,7 +65,9 @@ def open_container(spec: DecodeSpec) -> av.container.InputContainer:
     except av.error.FileNotFoundError as exc:
         raise SourceError(f"no such file: {spec.source}") from exc
     except (av.error.InvalidDataError, av.error.EOFError) as exc:
-        raise SourceError(f"not a readable video (empty, truncated or not a media file): {spec.source}") from exc
+        raise SourceError(
+            f"not a readable video (empty, truncated or not a media file): {spec.source}"
+        ) from exc
     except (av.error.ConnectionRefusedError, av.error.ExitError, TimeoutError) as exc:
         raise SourceError(f"cannot connect to {spec.source}: {exc}", fatal=not spec.live) from exc
     except (av.error.FFmpegError, OSError) as exc:
@@ -63,7 +76,7 @@ def open_container(spec: DecodeSpec) -> av.container.InputContainer:
 
 def _video_stream(container: av.container.InputContainer, source: str) -> av.video.stream.VideoStream:
     if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        kinds: list[str] = sorted({s.type for s in container.streams}) or ["nothing"]
         raise SourceError(f"no video stream in {source} (it has {', '.join(kinds)})")
     stream = container.streams.video[0]
     if stream.codec_context is None or not stream.codec_context.name:
@@ -71,27 +84,39 @@ def _video_stream(container: av.container.InputContainer, source: str) -> av.vid
     return stream
 
 
-def _choose_skip(container: av.container.InputContainer, stream: av.video.stream.VideoStream, fps: float) -> str:
-    """Decode the first seconds fully and keep BIDIR only if I/P frames alone still hit every sample."""
-    times, keep = [], []
-    for frame in container.decode(stream):
-        if frame.time is None:
-            break
-        times.append(frame.time)
-        keep.append(frame.pict_type != av.video.frame.PictureType.B)
-        if frame.time - times[0] >= _PROBE_SECONDS:
-            break
-    container.seek(0)
-    if len(times) < 4 or all(keep):
+def _choose_skip(spec: DecodeSpec) -> str:
+    """Decode the first seconds with B-frames skipped; keep skipping only if the I/P frames left still
+    fall within one source frame of every sample time and keep up with the sampling rate.
+
+    The probe has its own container: seeking the main one back after decoding left its decoder in a
+    state where skipping no longer saved any work.
+    """
+    times: list[float] = []
+    with open_container(spec) as container:
+        stream = _video_stream(container, spec.source)
+        stream.codec_context.thread_count = spec.threads
+        stream.codec_context.skip_frame = "BIDIR"
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        for frame in container.decode(stream):
+            if frame.time is None:
+                return "none"
+            times.append(float(frame.time))
+            if times[-1] - times[0] >= _PROBE_SECONDS:
+                break
+    if rate <= 0 or len(times) < 3:
         return "none"
-    src_period = float(np.median(np.diff(times)))
-    ref = [t for t, k in zip(times, keep, strict=True) if k]
-    max_gap = float(np.max(np.diff(ref))) if len(ref) > 1 else float("inf")
-    # nearest I/P frame is at most max_gap/2 from any target: allow one source frame of skew
-    return "bidir" if max_gap <= min(2 * src_period, 1.0 / fps) + 1e-6 else "none"
+    span = times[-1] - times[0]
+    if len(times) >= span * rate * 0.9:
+        return "none"  # no B-frames to skip
+    # With refs every <= 3 frames, a sample time on a frame instant is at most one frame from a ref
+    # (IBBP: positions 0,1,2 mod 3 are 0,1,1 frames away); the refs alone must also keep up with fps.
+    max_gap = max(b - a for a, b in itertools.pairwise(times))
+    return "bidir" if max_gap <= min(3 / rate, 1.0 / spec.fps) + 1e-6 else "none"
 
 
-def _info(stream: av.video.stream.VideoStream, first: av.VideoFrame, spec: DecodeSpec, skip: str) -> SourceInfo:
+def _info(
+    stream: av.video.stream.VideoStream, first: av.VideoFrame, spec: DecodeSpec, skip: str
+) -> SourceInfo:
     rotation = int(first.rotation or 0) % 360
     w, h = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
     out_w, out_h = target_size(w, h, spec.max_side)
@@ -99,12 +124,20 @@ def _info(stream: av.video.stream.VideoStream, first: av.VideoFrame, spec: Decod
     duration = None
     if not spec.live and stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
-    elif not spec.live and stream.container.duration:
-        duration = stream.container.duration / 1_000_000
+    elif not spec.live and getattr(stream.container, "duration", None):
+        duration = stream.container.duration / 1_000_000  # type: ignore[attr-defined]
     return SourceInfo(
-        width=w, height=h, out_width=out_w, out_height=out_h, fps=float(rate) if rate else None,
-        duration=duration, codec=stream.codec_context.name, rotation=rotation, live=spec.live,
-        backend="pyav", skip_frame=skip,
+        width=w,
+        height=h,
+        out_width=out_w,
+        out_height=out_h,
+        fps=float(rate) if rate else None,
+        duration=duration,
+        codec=stream.codec_context.name,
+        rotation=rotation,
+        live=spec.live,
+        backend="pyav",
+        skip_frame=skip,
     )
 
 
@@ -121,17 +154,18 @@ class PyAVReader:
 
     def __init__(self, spec: DecodeSpec) -> None:
         self.spec = spec
+        skip = "none"
+        if not spec.live and spec.skip != "none":
+            skip = _choose_skip(spec) if spec.skip == "auto" else spec.skip
         self.container = open_container(spec)
         self.stream = _video_stream(self.container, spec.source)
         self.stream.thread_type = "AUTO" if spec.threads != 1 else "SLICE"
         self.stream.codec_context.thread_count = spec.threads
-        skip = "none"
-        if not spec.live and spec.skip != "none":
-            skip = _choose_skip(self.container, self.stream, spec.fps) if spec.skip == "auto" else spec.skip
         if skip == "bidir":
             self.stream.codec_context.skip_frame = "BIDIR"
         if spec.start > 0 and not spec.live:
-            self.container.seek(int(max(0.0, spec.start - 1.0) / self.stream.time_base), stream=self.stream)
+            base = self.stream.time_base or 1
+            self.container.seek(int(max(0.0, spec.start - 1.0) / base), stream=self.stream)
         self._frames = self._decode()
         try:
             self._first = next(self._frames)
@@ -142,12 +176,13 @@ class PyAVReader:
     def _decode(self) -> Iterator[av.VideoFrame]:
         try:
             for packet in self.container.demux(self.stream):
-                for frame in packet.decode():
-                    yield frame
+                yield from packet.decode()
         except av.error.EOFError:
             return
         except av.error.FFmpegError as exc:
-            raise SourceError(f"decode failed in {self.spec.source}: {exc}", fatal=not self.spec.live) from exc
+            raise SourceError(
+                f"decode failed in {self.spec.source}: {exc}", fatal=not self.spec.live
+            ) from exc
 
     def frames(self) -> Iterator[Frame]:
         sampler = FrameSampler(self.spec.fps, self.spec.start if not self.spec.live else 0.0)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from vstream.config import DecodeSettings
 from vstream.media.child import DecodeProcess
@@ -65,16 +65,28 @@ def open_source(
     if not live:
         path = Path(source)
         if not path.is_file():
-            raise SourceError(f"no such file: {source}" if not path.exists() else f"not a regular file: {source}")
+            raise SourceError(
+                f"no such file: {source}" if not path.exists() else f"not a regular file: {source}"
+            )
         if path.stat().st_size == 0:
             raise SourceError(f"empty file (0 bytes): {source}")
-    backend = "pyav" if live or decode.backend in ("auto", "pyav") else "decord"
+    backend: Literal["pyav", "decord"] = "pyav" if live or decode.backend != "decord" else "decord"
     spec = DecodeSpec(
-        source=source, fps=params.fps, max_side=params.max_side, start=start, live=live, backend=backend,
-        skip="auto" if decode.backend == "auto" else "none", open_timeout_s=decode.open_timeout_s,
+        source=source,
+        fps=params.fps,
+        max_side=params.max_side,
+        start=start,
+        live=live,
+        backend=backend,
+        skip="auto" if decode.backend == "auto" else "none",
+        open_timeout_s=decode.open_timeout_s,
     )
     if live:
         backoff = Backoff(decode.reconnect_initial_s, decode.reconnect_max_s, decode.reconnect_attempts)
-        return LiveSource(spec, stall_timeout_s=decode.stall_timeout_s, buffer_frames=decode.live_buffer_frames,
-                          backoff=backoff)
+        return LiveSource(
+            spec,
+            stall_timeout_s=decode.stall_timeout_s,
+            buffer_frames=decode.live_buffer_frames,
+            backoff=backoff,
+        )
     return FileSource(spec, stall_timeout_s=decode.stall_timeout_s, realtime=realtime)

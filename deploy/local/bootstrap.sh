@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything vstream needs on a fresh Debian machine; cheap to re-run.
+# The virtualenv lives outside the clone (${VSTREAM_CACHE:-~/.cache/vstream}/venv) so torch (~4 GB) is
+# downloaded once per machine, not once per clone or CI run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE=${VSTREAM_CACHE:-$HOME/.cache/vstream}
+VENV=$CACHE/venv
+
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+if ((${#need[@]})); then
+  echo "[bootstrap] apt-get install ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+mkdir -p "$CACHE"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+stamp="$VENV/.deps-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "[bootstrap] installing Python dependencies into $VENV (first time: several minutes for torch)"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+  touch "$stamp"
+else
+  "$VENV/bin/pip" install -q --no-deps -e "$ROOT" 2>/dev/null
+fi
+echo "[bootstrap] ready: $VENV"

@@ -1,0 +1,113 @@
+"""Shared fixtures. Integration tests use the real Kafka and Redis started by deploy/local/services.sh,
+each run under its own topic prefix and key prefix, removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from vstream.config import BlobSettings, KafkaSettings, RedisSettings, Settings
+from vstream.names import Keys, Topics
+
+KAFKA = os.environ.get("VSTREAM_TEST_KAFKA", "127.0.0.1:9092")
+REDIS = os.environ.get("VSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def _reachable(host_port: str) -> bool:
+    host, port = host_port.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    """Fail (never skip) when the servers are down: CI must run these tests for real."""
+    redis_host = REDIS.split("//", 1)[1].split("/", 1)[0]
+    missing = [name for name, addr in (("Kafka", KAFKA), ("Redis", redis_host)) if not _reachable(addr)]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not reachable: run deploy/local/services.sh start")
+
+
+@pytest.fixture
+def settings(services: None, tmp_path: Path) -> Iterator[Settings]:
+    run = uuid.uuid4().hex[:8]
+    s = Settings(
+        kafka=KafkaSettings(bootstrap=KAFKA, topic_prefix=f"test.{run}.", clip_partitions=2),
+        redis=RedisSettings(url=REDIS, key_prefix=f"test:{run}:"),
+        blobs=BlobSettings(root=tmp_path / "blobs"),
+        job_lease_s=3.0,
+    )
+    yield s
+    client = redis.Redis.from_url(REDIS)
+    keys = list(client.scan_iter(Keys(s.redis.key_prefix).pattern, count=1000))
+    if keys:
+        client.delete(*keys)
+    _delete_topics(s)
+
+
+def _delete_topics(s: Settings) -> None:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(s.kafka.topic_prefix)]
+        if mine:
+            admin.delete_topics(mine)
+    finally:
+        admin.close()
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The same settings as VSTREAM_* variables, for worker subprocesses."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VSTREAM_")},
+        "VSTREAM_KAFKA__BOOTSTRAP": s.kafka.bootstrap,
+        "VSTREAM_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+        "VSTREAM_KAFKA__CLIP_PARTITIONS": str(s.kafka.clip_partitions),
+        "VSTREAM_REDIS__URL": s.redis.url,
+        "VSTREAM_REDIS__KEY_PREFIX": s.redis.key_prefix,
+        "VSTREAM_BLOBS__ROOT": str(s.blobs.root),
+        "VSTREAM_JOB_LEASE_S": str(s.job_lease_s),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_worker(s: Settings, kind: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vstream.cli", "worker", kind],
+        env=settings_env(s),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def topics(settings: Settings) -> Topics:
+    return Topics(settings.kafka.topic_prefix)
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis.url)

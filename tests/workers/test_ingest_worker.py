@@ -1,0 +1,177 @@
+"""Ingest worker against the real Kafka broker and Redis server."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from tests.conftest import start_worker, wait_for
+from tests.media_fixtures import sample
+from vstream.blobstore import LocalBlobStore
+from vstream.config import Settings
+from vstream.jobs import JobStore
+from vstream.kafka_io import ensure_topics, make_consumer
+from vstream.names import Keys, Topics
+from vstream.schema import ClipMessage, ClipParams, IngestRequest, decode_clip
+
+pytestmark = pytest.mark.integration
+PARAMS = ClipParams(fps=2, clip_seconds=4, overlap_seconds=1)
+
+
+def submit(s: Settings, *reqs: IngestRequest) -> None:
+    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap)
+    for req in reqs:
+        producer.send(
+            Topics(s.kafka.topic_prefix).ingest_requests,
+            key=req.stream_id.encode(),
+            value=req.model_dump_json().encode(),
+        ).get(timeout=30)
+    producer.close()
+
+
+class ClipCollector:
+    """A consumer-group reader of the clips topic that keeps arrival order per stream."""
+
+    def __init__(self, s: Settings) -> None:
+        ensure_topics(s.kafka, {Topics(s.kafka.topic_prefix).clips: s.kafka.clip_partitions})
+        self.consumer: KafkaConsumer = make_consumer(
+            s.kafka, "test-collector", Topics(s.kafka.topic_prefix).clips
+        )
+        self.blobs = LocalBlobStore(s.blobs.root)
+        self.by_stream: dict[str, list[ClipMessage]] = defaultdict(list)
+
+    def poll(self) -> None:
+        for records in self.consumer.poll(timeout_ms=300).values():
+            for r in records:
+                msg = decode_clip(r.value)
+                if msg.payload_ref:
+                    msg = decode_clip(self.blobs.get(msg.payload_ref))
+                assert r.key.decode() == msg.stream_id
+                self.by_stream[msg.stream_id].append(msg)
+        self.consumer.commit()
+
+    def until(self, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        def step() -> bool:
+            self.poll()
+            return bool(predicate())
+
+        wait_for(step, timeout, what, interval=0)
+
+    def indices(self, stream: str) -> list[int]:
+        return [m.index for m in self.by_stream[stream]]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real HTTP MPEG-TS live stream served by ffmpeg on loopback, paced at real time."""
+    src = sample(tmp_path, "live_src.mp4", seconds=14, width=320, height=180)
+    port = 18000 + (hash(tmp_path) % 1000)
+    url = f"http://127.0.0.1:{port}/live.ts"
+    proc = subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-i", str(src), "-c", "copy", "-f", "mpegts", "-listen", "1", url]
+    )
+    time.sleep(0.5)
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def test_file_and_live_stream_arrive_exactly_once_and_in_order(
+    settings: Settings, tmp_path: Path, live_server: str
+) -> None:
+    video = sample(tmp_path, "match.mp4", seconds=20, width=640, height=360)
+    collector = ClipCollector(settings)
+    worker = start_worker(settings, "ingest", tmp_path / "worker.log")
+    try:
+        submit(
+            settings,
+            IngestRequest(job_id="file-1", stream_id="match", source=str(video), params=PARAMS),
+            IngestRequest(job_id="live-1", stream_id="cam", source=live_server, params=PARAMS),
+        )
+        collector.until(
+            lambda: (
+                collector.by_stream["match"]
+                and collector.by_stream["match"][-1].last
+                and len(collector.by_stream["cam"]) >= 3
+            ),
+            90,
+            "the file's last clip and 3 live clips",
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        collector.close()
+    log = (tmp_path / "worker.log").read_text()
+    assert worker.returncode == 0, log
+    assert collector.indices("match") == list(range(7)), log  # 20 s, step 3 s
+    cam = collector.indices("cam")
+    assert cam == list(range(len(cam)))
+    live = collector.by_stream["cam"][0]
+    assert live.live and live.wall_timestamps is not None and live.clock == "pts"
+    assert abs(live.wall_timestamps[0] - time.time()) < 120
+    assert "ingest job=file-1 stream=match outcome=done" in log
+
+
+def test_duplicate_request_is_not_ingested_twice(settings: Settings, tmp_path: Path) -> None:
+    video = sample(tmp_path, "short.mp4", seconds=5, width=320, height=180)
+    collector = ClipCollector(settings)
+    worker = start_worker(settings, "ingest", tmp_path / "worker.log")
+    req = IngestRequest(job_id="dup", stream_id="short", source=str(video), params=PARAMS)
+    try:
+        submit(settings, req, req)
+        collector.until(
+            lambda: collector.by_stream["short"] and collector.by_stream["short"][-1].last,
+            60,
+            "the last clip",
+        )
+        time.sleep(2)
+        collector.poll()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        collector.close()
+    assert collector.indices("short") == [0, 1]
+
+
+def test_sigkill_mid_file_then_restart_leaves_no_gap(settings: Settings, tmp_path: Path) -> None:
+    video = sample(tmp_path, "long.mp4", seconds=600, fps=5, width=320, height=180, gop=10, bframes=0)
+    jobs = JobStore(redis.Redis.from_url(settings.redis.url), Keys(settings.redis.key_prefix), 3)
+    collector = ClipCollector(settings)
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, "ingest", log)
+    req = IngestRequest(job_id="long", stream_id="lecture", source=str(video), params=PARAMS)
+    try:
+        submit(settings, req)
+        collector.until(lambda: len(collector.by_stream["lecture"]) >= 20, 60, "20 clips")
+        state = jobs.get("long")
+        assert state is not None and state.status == "running", "the kill must land mid-file"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        killed_at = len(collector.by_stream["lecture"])
+        worker = start_worker(settings, "ingest", log)
+        collector.until(lambda: collector.by_stream["lecture"][-1].last, 120, "the last clip after restart")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        collector.close()
+    seen = collector.indices("lecture")
+    n = 200  # 600 s, step 3 s
+    assert sorted(set(seen)) == list(range(n)), "no gap"
+    duplicates = len(seen) - n
+    assert duplicates <= 10, (
+        f"resumed from the last acknowledged clip, not from the start ({duplicates} repeats)"
+    )
+    assert seen[:killed_at] == list(range(killed_at))
+    done = re.search(r"job=long stream=lecture outcome=done .*resumed_from=(\d+)", log.read_text())
+    assert done is not None and int(done.group(1)) > 0
