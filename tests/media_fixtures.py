@@ -50,8 +50,22 @@ def audio_only(path: Path, seconds: float = 1.0) -> Path:
 
 def rotated(src: Path, dst: Path, degrees: int = 90) -> Path:
     """Remux with a display-matrix rotation (FFmpeg's CLI writes it; PyAV's muxer metadata does not)."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy",
-                    "-metadata:s:v:0", f"rotate={degrees}", str(dst)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-c",
+            "copy",
+            "-metadata:s:v:0",
+            f"rotate={degrees}",
+            str(dst),
+        ],
+        check=True,
+    )
     return dst
 
 

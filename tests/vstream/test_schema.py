@@ -16,8 +16,17 @@ PARAMS = ClipParams()
 
 def clip(**kw: object) -> ClipMessage:
     base: dict[str, object] = dict(
-        stream_id="cam-1", clip_id=clip_id_for("cam-1", PARAMS, 3), index=3, params=PARAMS, t_start=18.0,
-        t_end=26.0, timestamps=[18.0, 18.5], clock="pts", width=448, height=252, frames=[b"\xff\xd8a", b"\xff\xd8bc"],
+        stream_id="cam-1",
+        clip_id=clip_id_for("cam-1", PARAMS, 3),
+        index=3,
+        params=PARAMS,
+        t_start=18.0,
+        t_end=26.0,
+        timestamps=[18.0, 18.5],
+        clock="pts",
+        width=448,
+        height=252,
+        frames=[b"\xff\xd8a", b"\xff\xd8bc"],
     )
     base.update(kw)
     return ClipMessage(**base)  # type: ignore[arg-type]

@@ -15,7 +15,9 @@ from vstream.media.frames import SourceError, sample_times, target_size
         ((10, 10), 448, (28, 28)),
     ],
 )
-def test_target_size_is_a_multiple_of_28(size: tuple[int, int], max_side: int, expected: tuple[int, int]) -> None:
+def test_target_size_is_a_multiple_of_28(
+    size: tuple[int, int], max_side: int, expected: tuple[int, int]
+) -> None:
     w, h = target_size(*size, max_side)
     assert (w, h) == expected and w % 28 == 0 and h % 28 == 0
 

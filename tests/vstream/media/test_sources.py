@@ -20,12 +20,16 @@ from vstream.schema import ClipParams
 def run_clips(source: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vstream.cli", "clips", str(source), "--json", *extra],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def frames_of(path: Path, backend: str = "auto", fps: float = 2.0) -> list:
-    src = open_source(str(path), ClipParams(fps=fps, clip_seconds=8, overlap_seconds=2), DecodeSettings(backend=backend))
+    src = open_source(
+        str(path), ClipParams(fps=fps, clip_seconds=8, overlap_seconds=2), DecodeSettings(backend=backend)
+    )
     info = src.info
     out = list(src.frames())
     return [info, *out]
@@ -64,13 +68,22 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("refused", "cannot connect"),
     ],
 )
-def test_bad_input_gives_one_clear_line_and_nonzero_exit(media: dict[str, Path], tmp_path: Path,
-                                                          name: str, message: str) -> None:
-    source = {"missing": str(tmp_path / "nope.mp4"), "dir": str(tmp_path),
-              "refused": "http://127.0.0.1:9/live.ts"}.get(name) or media[name]
+def test_bad_input_gives_one_clear_line_and_nonzero_exit(
+    media: dict[str, Path], tmp_path: Path, name: str, message: str
+) -> None:
+    source = {
+        "missing": str(tmp_path / "nope.mp4"),
+        "dir": str(tmp_path),
+        "refused": "http://127.0.0.1:9/live.ts",
+    }.get(name) or media[name]
     env_extra = {"VSTREAM_DECODE__RECONNECT_ATTEMPTS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "vstream.cli", "clips", str(source), "--json"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, **env_extra})
+    proc = subprocess.run(
+        [sys.executable, "-m", "vstream.cli", "clips", str(source), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env_extra},
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert message in proc.stderr
@@ -84,7 +97,9 @@ def test_invalid_parameters_exit_with_a_clear_message(media: dict[str, Path]) ->
 
 
 @pytest.mark.parametrize("backend", ["auto", "pyav", "decord"])
-def test_every_backend_returns_the_frames_nearest_each_sample_time(media: dict[str, Path], backend: str) -> None:
+def test_every_backend_returns_the_frames_nearest_each_sample_time(
+    media: dict[str, Path], backend: str
+) -> None:
     info, *frames = frames_of(media["good"], backend)
     assert (info.out_width, info.out_height) == (448, 252)
     assert [round(f.t * 2) / 2 for f in frames] == [k / 2 for k in range(8)]
