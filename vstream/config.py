@@ -81,6 +81,32 @@ class BlobSettings(_Group):
     root: Path = Field(Path("var/blobs"), description="Directory of the claim-check blob store.")
 
 
+class ModelSettings(_Group):
+    type: Literal["transformers", "openai"] = Field(
+        "transformers", description="Backend: in-process transformers, or an OpenAI-compatible server."
+    )
+    model: str = Field(
+        "tiny",
+        description="Hub id or local directory (transformers), served model name (openai), or 'tiny': a "
+        "random-weight checkpoint of GLM-4.5V's architecture built locally (proves plumbing, not answers).",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto = bfloat16 on GPU, float32 on CPU."
+    )
+    device_map: str = Field("auto", description="transformers device_map.")
+    max_batch: int = Field(4, ge=1, description="Clips per generate call.")
+    max_wait_s: float = Field(0.5, ge=0, description="How long the worker waits to fill a batch.")
+    max_new_tokens: int = Field(1024, ge=1)
+    max_visual_tokens: int = Field(30_000, ge=64, description="Clips needing more visual tokens are refused.")
+    thinking: bool = Field(False, description="GLM thinking mode (slower, sometimes better).")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint (openai).")
+    api_key: str = Field("", description="Bearer token for the endpoint, if it needs one.")
+    request_timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    max_concurrency: int = Field(4, ge=1, description="Requests in flight to the endpoint.")
+    clip_timeout_s: float = Field(600.0, gt=0, description="Watchdog: a batch running longer is abandoned.")
+
+
 class Settings(BaseSettings):
     """All of vstream's configuration."""
 
@@ -93,6 +119,7 @@ class Settings(BaseSettings):
     clips: ClipSettings = ClipSettings()
     decode: DecodeSettings = DecodeSettings()
     blobs: BlobSettings = BlobSettings()
+    model: ModelSettings = ModelSettings()
     log_level: str = Field("INFO", description="Python logging level.")
     worker_max_jobs: int = Field(4, ge=1, description="Ingest jobs one ingest worker runs at once.")
     job_lease_s: float = Field(30.0, ge=2, description="A job whose owner stops renewing is taken over.")
