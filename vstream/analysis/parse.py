@@ -31,7 +31,11 @@ MAX_CANDIDATES = 24
 MAX_TOKENS = 200_000
 MAX_WARNINGS = 100
 
-_BOX_RE = re.compile(r"<\|begin_of_box\|>([^|]{0,400}?)<\|end_of_box\|>")
+# GLM uses the box markers both for grounding coordinates and to highlight a final answer; only
+# coordinate-like content (numbers, separators, any bracket style) is a box, other markers are dropped.
+_BOX_BODY = r"[\s\d.,+\-\[\]()<>]{1,400}?"
+_BOX_RE = re.compile(rf"<\|begin_of_box\|>({_BOX_BODY})<\|end_of_box\|>")
+_BOX_OR_MARKER_RE = re.compile(rf"{_BOX_RE.pattern}|<\|(?:begin|end)_of_box\|>")
 _SPECIAL_TOKEN_RE = re.compile(r"<\|(?!begin_of_box\|>|end_of_box\|>)[A-Za-z_/]{1,32}\|>")
 _THINK_TAG_RE = re.compile(r"</?think>", re.IGNORECASE)
 _TAG_RES = {
@@ -50,7 +54,9 @@ _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
     |(?P<str>"[^"\\]*(?:\\.[^"\\]*)*(?P<dq>")?|'[^'\\]*(?:\\.[^'\\]*)*(?P<sq>')?)
-    |(?P<box><\|begin_of_box\|>[^|]{0,400}?<\|end_of_box\|>)
+    |(?P<box><\|begin_of_box\|>"""
+    + _BOX_BODY
+    + r"""<\|end_of_box\|>)
     |(?P<punct>[\[\]{},:])
     |(?P<time>\d+(?::\d+)+(?:[.,]\d+)?)
     |(?P<bare>[^\s\[\]{},:"'][^\[\]{},:"'\n]*)
@@ -521,6 +527,11 @@ def _norm_label(label: str) -> str:
     return " ".join(re.sub(r"[_\-]+", " ", label.lower()).split()).strip(" .,:;!?\"'")
 
 
+def _as_labels(allowed: Sequence[str] | None) -> list[str]:
+    # A bare string is a Sequence[str] too; iterating it would allow single characters as labels.
+    return [allowed] if isinstance(allowed, str) else [str(lbl) for lbl in allowed or ()]
+
+
 def _match_label(label: str, ctx: _Ctx, where: str) -> str:
     if not ctx.labels:
         return label
@@ -661,6 +672,7 @@ def _clean_answer(text: str, ctx: _Ctx) -> str:
         text = text[a + 8 : b if b >= 0 else len(text)]
     elif b >= 0:
         text = text[:b]
+    text = _BOX_OR_MARKER_RE.sub(lambda m: m.group(0) if m.group(1) is not None else " ", text)
     return _FENCE_RE.sub(" ", _SPECIAL_TOKEN_RE.sub(" ", text))
 
 
@@ -737,7 +749,7 @@ def _parse_items(answer: str, ctx: _Ctx, notes: list[str]) -> tuple[list[Any], b
     else:
         segs = [s for i, it in enumerate(raw_items) if (s := _segment(it, ctx, f"item {i}")) is not None]
         skipped = len(raw_items) - len(segs)
-        items = segs  # dropping duplicates/empties loses nothing: not "skipped"
+        items = _clean_segments(segs, ctx)  # dropping duplicates/empties loses nothing: not "skipped"
     if not items:
         if found.truncated:
             return [], False, "output was truncated before any complete item"
@@ -818,7 +830,7 @@ def parse_output(
             duration=duration if math.isfinite(duration) and duration > 0 else None,
             width=int(width),
             height=int(height),
-            labels={_norm_label(lbl): lbl for lbl in (allowed_labels or ()) if _norm_label(lbl)},
+            labels={_norm_label(lbl): lbl for lbl in _as_labels(allowed_labels) if _norm_label(lbl)},
         )
         if ctx.duration is None:
             ctx.warn(f"clip_duration_s={clip_duration_s!r} is not a positive duration; times not clamped")

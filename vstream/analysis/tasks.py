@@ -37,5 +37,11 @@ def render(
     prompt = template(task).format(duration=f"{duration_s:g}", event_types=names)
     # The hash covers the template and the event types, since both change what the model is asked.
     version = hashlib.sha256(f"{template_hash(task)}|{names}".encode()).hexdigest()[:12]
-    return TaskSpec(name=task, prompt=prompt, prompt_hash=version, thinking=thinking,
-                    max_new_tokens=max_new_tokens, event_types=tuple(e.strip() for e in event_types))
+    return TaskSpec(
+        name=task,
+        prompt=prompt,
+        prompt_hash=version,
+        thinking=thinking,
+        max_new_tokens=max_new_tokens,
+        event_types=tuple(e.strip() for e in event_types),
+    )

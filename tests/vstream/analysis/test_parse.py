@@ -114,6 +114,12 @@ CASES: dict[str, Case] = {
     "bracketed_prose_before_json": Case(
         f"At [00:05] something happens; events: [{ONE}]", True, 1, check=lambda o: _det(o).start_s == 3.5
     ),
+    "answer_highlighted_with_box_markers": Case(
+        "<think>two events</think><|begin_of_box|>" + TWO + "<|end_of_box|>",
+        True,
+        2,
+        check=lambda o: [d.end_s for d in o.detections] == [2, 9] and not o.unassigned_boxes,
+    ),
     "special_tokens": Case(f"[{ONE}]<|endoftext|>", True, 1, check=lambda o: not o.warnings),
     # --- damaged JSON -------------------------------------------------------------------------------
     "truncated_mid_string": Case(
@@ -497,6 +503,16 @@ CASES: dict[str, Case] = {
             and (o.unassigned_boxes[0].x2, o.unassigned_boxes[0].y2) == (448.0, 252.0)
         ),
     ),
+    "caption_highlighted_with_box_markers": Case(
+        "<|begin_of_box|>A boy flies a kite (2 of them) on the beach.<|end_of_box|>",
+        True,
+        1,
+        task="caption",
+        check=lambda o: (
+            o.caption == Caption(text="A boy flies a kite (2 of them) on the beach.")
+            and not o.unassigned_boxes
+        ),
+    ),
     "caption_json_without_caption": Case('{"foo": 1}', False, 0, task="caption", error="no caption"),
     "caption_unterminated_think": Case("<think>Let me", False, 0, task="caption", error="unterminated"),
 }
@@ -590,6 +606,12 @@ def test_unknown_task_does_not_raise() -> None:
 
 def test_task_name_is_normalised() -> None:
     assert parse_output("[]", " Events ", clip_duration_s=DUR, width=W, height=H).ok
+
+
+def test_single_string_allowed_labels_is_one_label() -> None:
+    raw = '[{"label": "A fall", "start": 1, "end": 2}, {"label": "a", "start": 1, "end": 2}]'
+    out = parse_output(raw, "events", clip_duration_s=DUR, width=W, height=H, allowed_labels="fall")
+    assert [d.label for d in out.detections] == ["fall", "a"]
 
 
 def test_bytes_input_is_decoded() -> None:

@@ -1,0 +1,115 @@
+"""Live sources: drop-oldest buffering, reconnection to a real ffmpeg server, realtime replay."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media_fixtures import sample
+from vstream.config import DecodeSettings
+from vstream.media.frames import Frame, SourceError
+from vstream.media.live import Backoff, DropOldestBuffer
+from vstream.media.source import open_source
+from vstream.schema import ClipParams
+
+IMG = np.zeros((28, 28, 3), np.uint8)
+
+
+def test_full_buffer_drops_the_oldest_and_counts() -> None:
+    buf = DropOldestBuffer(3)
+    for i in range(5):
+        buf.put(Frame(IMG, float(i)))
+    buf.close()
+    assert buf.dropped == 2
+    assert [f.t for f in iter(buf.get, None)] == [2.0, 3.0, 4.0]
+
+
+def test_buffer_reraises_the_producer_error_after_draining() -> None:
+    buf = DropOldestBuffer(4)
+    buf.put(Frame(IMG, 0.0))
+    buf.close(SourceError("camera gone", fatal=False))
+    assert buf.get() is not None
+    with pytest.raises(SourceError, match="camera gone"):
+        buf.get()
+
+
+def test_consumer_waits_for_a_slow_producer() -> None:
+    buf = DropOldestBuffer(4)
+    threading.Timer(0.3, lambda: (buf.put(Frame(IMG, 1.0)), buf.close())).start()
+    assert buf.get() is not None and buf.get() is None
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    b = Backoff(initial_s=1, max_s=8)
+    delays = [b.delay(n) for n in range(1, 7)]
+    assert 0.8 <= delays[0] <= 1.2 and 3.2 <= delays[2] <= 4.8
+    assert all(d <= 8 * 1.2 for d in delays)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(src: Path, url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(src), "-c", "copy", "-f", "mpegts",
+                             "-listen", "1", url])
+    time.sleep(0.4)
+    return proc
+
+
+def test_live_stream_reconnects_and_keeps_time_increasing(tmp_path: Path) -> None:
+    src = sample(tmp_path, "cam.mp4", seconds=3, width=320, height=180)
+    url = f"http://127.0.0.1:{_free_port()}/live.ts"
+    servers = [_serve(src, url)]
+
+    def camera_comes_back() -> None:
+        servers[0].wait()  # the stream ends and the server exits: the "camera" drops
+        time.sleep(0.5)
+        servers.append(_serve(src, url))
+
+    threading.Thread(target=camera_comes_back, daemon=True).start()
+    decode = DecodeSettings(reconnect_initial_s=0.2, reconnect_max_s=0.5, reconnect_attempts=20)
+    live = open_source(url, ClipParams(fps=2, clip_seconds=2, overlap_seconds=0), decode)
+    frames: list[Frame] = []
+    try:
+        for frame in live.frames():
+            frames.append(frame)
+            if live.reconnects >= 1 and sum(f.t > 3.0 for f in frames) >= 2:  # type: ignore[attr-defined]
+                break
+    finally:
+        live.close()
+        for server in servers:
+            server.kill()
+    times = [f.t for f in frames]
+    assert all(b > a for a, b in zip(times, times[1:], strict=False)), "media time never goes back"
+    assert live.reconnects >= 1  # type: ignore[attr-defined]
+    assert all(f.wall is not None for f in frames)
+    assert len([t for t in times if t > 3.0]) >= 2, "frames after the reconnect continue the timeline"
+
+
+def test_unreachable_live_source_gives_up_with_a_clear_error() -> None:
+    decode = DecodeSettings(reconnect_initial_s=0.1, reconnect_attempts=2)
+    with pytest.raises(SourceError, match="gave up after 2 attempts"):
+        open_source(f"rtsp://127.0.0.1:{_free_port()}/cam", ClipParams(), decode)
+
+
+def test_realtime_replay_is_paced_and_wall_clocked(tmp_path: Path) -> None:
+    src = sample(tmp_path, "replay.mp4", seconds=2.5, width=320, height=180)
+    started = time.time()
+    source = open_source(str(src), ClipParams(fps=2, clip_seconds=2, overlap_seconds=0), DecodeSettings(),
+                         realtime=True)
+    frames = list(source.frames())
+    took = time.time() - started
+    assert source.info.live
+    assert took >= 2.0, "a 2.5 s file replayed in real time takes about 2.5 s"
+    walls = [f.wall for f in frames]
+    assert all(w is not None for w in walls)
+    assert walls[-1] - walls[0] == pytest.approx(frames[-1].t - frames[0].t, abs=0.01)  # type: ignore[operator]
