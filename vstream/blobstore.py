@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 
 class BlobError(RuntimeError):
     pass
+
+
+class BlobReader(Protocol):
+    def get(self, ref: str) -> bytes: ...
 
 
 class LocalBlobStore:

@@ -51,7 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--job-id", default=None)
 
     worker = sub.add_parser("worker", help="run a worker")
-    worker.add_argument("kind", choices=["ingest"])
+    worker.add_argument("kind", choices=["ingest", "infer"])
+
+    analyze = sub.add_parser("analyze", help="the whole pipeline in one process (no Kafka or Redis)")
+    _clip_args(analyze)
+    analyze.add_argument("--task", choices=["events", "segments", "caption"], default="caption")
+    analyze.add_argument(
+        "--events", default="", help='comma-separated event types, e.g. "person falls,car stops"'
+    )
+    analyze.add_argument(
+        "--model",
+        default=None,
+        help="tiny (random weights, for plumbing only), a hub id or local dir, or openai:<url>",
+    )
+    analyze.add_argument("--thinking", action="store_true", help="turn GLM's thinking mode on")
+    analyze.add_argument("--json", action="store_true", help="one JSON object per clip and per event change")
+
+    model = sub.add_parser("model", help="model utilities")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    tiny = model_sub.add_parser(
+        "make-tiny", help="build the tiny random-weight GLM-4.5V-architecture checkpoint"
+    )
+    tiny.add_argument("out")
 
     sample = sub.add_parser("sample-video", help="write a synthetic H.264 test video")
     sample.add_argument("out")
@@ -62,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestRequest:
+    """An IngestRequest from the clip options; --task/--events where the command has them."""
     c = settings.clips
     params = ClipParams(
         fps=args.fps or c.fps,
@@ -71,6 +93,7 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestReq
     )
     stream_id = args.stream_id or _stream_id_from(args.source)
     job_id = getattr(args, "job_id", None) or f"{stream_id}-{params.params_hash}"
+    events = [e.strip() for e in getattr(args, "events", "").split(",") if e.strip()]
     return IngestRequest(
         job_id=job_id,
         stream_id=stream_id,
@@ -78,6 +101,8 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestReq
         params=params,
         gate=GateParams(enabled=args.gate),
         realtime=args.realtime,
+        task=getattr(args, "task", "caption"),
+        event_types=events,
     )
 
 
@@ -165,9 +190,27 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.kind == "infer":
+        from workers.infer_worker import InferWorker
+
+        return InferWorker(settings).run()
     from workers.ingest_worker import IngestWorker
 
     return IngestWorker(settings).run()
+
+
+def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    from vstream.cli_analyze import run_analyze
+
+    return run_analyze(args, settings, request_from_args(args, settings))
+
+
+def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    from vstream.model.tiny import make_tiny_checkpoint
+
+    print(make_tiny_checkpoint(args.out))
+    print("note: random weights; this checkpoint proves plumbing, never answers", file=sys.stderr)
+    return 0
 
 
 def cmd_sample_video(args: argparse.Namespace, settings: Settings) -> int:
@@ -184,6 +227,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ingest": cmd_ingest,
     "worker": cmd_worker,
     "sample-video": cmd_sample_video,
+    "analyze": cmd_analyze,
+    "model": cmd_model,
 }
 
 

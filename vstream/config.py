@@ -82,8 +82,10 @@ class BlobSettings(_Group):
 
 
 class ModelSettings(_Group):
-    type: Literal["transformers", "openai"] = Field(
-        "transformers", description="Backend: in-process transformers, or an OpenAI-compatible server."
+    type: Literal["transformers", "openai", "scripted"] = Field(
+        "transformers",
+        description="Backend: in-process transformers, an OpenAI-compatible server, or scripted answers "
+        "(model = path of a JSON script; for tests and demos).",
     )
     model: str = Field(
         "tiny",
@@ -123,6 +125,9 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level.")
     worker_max_jobs: int = Field(4, ge=1, description="Ingest jobs one ingest worker runs at once.")
     job_lease_s: float = Field(30.0, ge=2, description="A job whose owner stops renewing is taken over.")
+    retention_s: int | None = Field(
+        7 * 86400, ge=60, description="TTL of stored results, events and feeds; unset (None) keeps them."
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -62,6 +62,8 @@ def build_message(clip: Clip, req: IngestRequest, info: SourceInfo, quality: int
         source=redact_url(req.source),
         live=live,
         last=clip.last,
+        task=req.task,
+        event_types=req.event_types,
     )
 
 

@@ -57,6 +57,55 @@ class Keys:
     def worker_heartbeat(self, kind: str, worker_id: str) -> str:
         return f"{self.prefix}worker:{kind}:{worker_id}"
 
+    # --- analysis results (written by the infer worker, read by the API) ---
+    def result(self, clip_id: str, version: str) -> str:
+        """String: ClipResult JSON of one clip under one model + prompt version (the idempotency key)."""
+        return f"{self.prefix}result:{clip_id}:{version}"
+
+    def results(self, stream_id: str) -> str:
+        """Sorted set of result keys by clip start time."""
+        return f"{self.prefix}results:{stream_id}"
+
+    def event(self, event_id: str) -> str:
+        """String: Event JSON, stored pre-serialised so the API can return it without re-parsing."""
+        return f"{self.prefix}event:{event_id}"
+
+    def events(self, stream_id: str) -> str:
+        """Sorted set of event ids by start time."""
+        return f"{self.prefix}events:{stream_id}"
+
+    def segment(self, segment_id: str) -> str:
+        return f"{self.prefix}segment:{segment_id}"
+
+    def segments(self, stream_id: str) -> str:
+        """Sorted set of segment ids by start time."""
+        return f"{self.prefix}segments:{stream_id}"
+
+    def captions(self, stream_id: str) -> str:
+        """Sorted set of CaptionRecord JSON by start time."""
+        return f"{self.prefix}captions:{stream_id}"
+
+    def tracker(self, stream_id: str, version: str) -> str:
+        """String: TrackerState JSON (open events, last clip applied) of one stream and result version."""
+        return f"{self.prefix}tracker:{stream_id}:{version}"
+
+    def feed(self, stream_id: str) -> str:
+        """Redis stream of EventChange JSON for one stream (the live feed, resumable by entry id)."""
+        return f"{self.prefix}feed:{stream_id}"
+
+    @property
+    def feed_all(self) -> str:
+        return f"{self.prefix}feed:*all*"
+
+    def clip_attempts(self, clip_id: str) -> str:
+        """Counter of failed inference attempts of a clip (poison clips go to the dead-letter topic)."""
+        return f"{self.prefix}attempts:{clip_id}"
+
+    @property
+    def streams(self) -> str:
+        """Set of stream ids that have results."""
+        return f"{self.prefix}streams"
+
     @property
     def pattern(self) -> str:
         """Glob that matches every key under this prefix (for cleanup)."""

@@ -98,6 +98,10 @@ class ClipMessage(_Wire):
     source: str = ""
     live: bool = False
     last: bool = Field(False, description="Final clip of a finite source.")
+    task: Literal["segments", "events", "caption"] = Field(
+        "caption", description="Analysis the GPU workers run."
+    )
+    event_types: list[str] = Field(default_factory=list, description="Event labels for task 'events'.")
     produced_at: float = Field(default_factory=time.time)
 
     @field_validator("timestamps")
@@ -181,9 +185,17 @@ class IngestRequest(_Wire):
     params: ClipParams = ClipParams()
     gate: GateParams = GateParams()
     realtime: bool = Field(False, description="Replay a file at real speed, as if it were live.")
-    task: str = Field("events", description="Analysis task the GPU workers run on the clips.")
+    task: Literal["segments", "events", "caption"] = Field(
+        "caption", description="Analysis the GPU workers run."
+    )
     event_types: list[str] = Field(default_factory=list)
     submitted_at: float = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _events_need_types(self) -> IngestRequest:
+        if self.task == "events" and not [e for e in self.event_types if e.strip()]:
+            raise ValueError("task 'events' needs at least one event type")
+        return self
 
 
 class IngestError(_Wire):

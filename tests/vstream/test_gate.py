@@ -7,7 +7,9 @@ from vstream.schema import GateParams
 
 
 def make_clip(index: int, images: list[np.ndarray]) -> Clip:
-    return Clip(index, float(index), float(index + 1), tuple(Frame(im, index + k / 10) for k, im in enumerate(images)))
+    return Clip(
+        index, float(index), float(index + 1), tuple(Frame(im, index + k / 10) for k, im in enumerate(images))
+    )
 
 
 def still(v: int) -> np.ndarray:

@@ -26,12 +26,24 @@ def clip(index: int, noisy: bool) -> ClipMessage:
         encode_jpeg(rng.integers(0, 255, shape, np.uint8) if noisy else np.full(shape, 90, np.uint8), 95)
         for _ in range(16)
     ]
-    return ClipMessage(stream_id="cam", clip_id=clip_id_for("cam", PARAMS, index), index=index, params=PARAMS,
-                       t_start=index * 6.0, t_end=index * 6.0 + 8, timestamps=[index * 6 + k / 2 for k in range(16)],
-                       clock="pts", width=448, height=252, frames=frames)
+    return ClipMessage(
+        stream_id="cam",
+        clip_id=clip_id_for("cam", PARAMS, index),
+        index=index,
+        params=PARAMS,
+        t_start=index * 6.0,
+        t_end=index * 6.0 + 8,
+        timestamps=[index * 6 + k / 2 for k in range(16)],
+        clock="pts",
+        width=448,
+        height=252,
+        frames=frames,
+    )
 
 
-def test_small_clips_go_inline_and_large_ones_through_the_blob_store(settings: Settings, tmp_path: Path) -> None:
+def test_small_clips_go_inline_and_large_ones_through_the_blob_store(
+    settings: Settings, tmp_path: Path
+) -> None:
     topic = Topics(settings.kafka.topic_prefix).clips
     ensure_topics(settings.kafka, {topic: 1})
     blobs = LocalBlobStore(tmp_path / "blobs")

@@ -33,8 +33,12 @@ class ClipInput:
         """GLM-4.5V prints ``int(frames_indices[2k] / fps)`` before frame pair k: with indices taken from the
         clip-relative timestamps, those tokens are the true seconds since the clip start."""
         indices = [round(t * self.fps) for t in self.rel_timestamps]
-        return {"total_num_frames": len(indices), "fps": self.fps, "frames_indices": indices,
-                "duration": len(indices) / self.fps}
+        return {
+            "total_num_frames": len(indices),
+            "fps": self.fps,
+            "frames_indices": indices,
+            "duration": len(indices) / self.fps,
+        }
 
 
 @dataclass(frozen=True)

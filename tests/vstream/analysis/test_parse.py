@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from vstream.analysis import jsonrepair
 from vstream.analysis import parse as parse_mod
 from vstream.analysis.parse import parse_output
 from vstream.analysis.results import Box, Caption, Detection, ParsedOutput, Segment
@@ -556,7 +557,7 @@ def test_times_never_leave_the_clip() -> None:
 def test_one_megabyte_of_garbage_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Work is bounded by the token budget, counted directly rather than timed."""
     calls = 0
-    real = parse_mod._TOKEN_RE
+    real = jsonrepair._TOKEN_RE
 
     class Counting:
         def match(self, text: str, pos: int) -> Any:
@@ -564,7 +565,7 @@ def test_one_megabyte_of_garbage_is_bounded(monkeypatch: pytest.MonkeyPatch) -> 
             calls += 1
             return real.match(text, pos)
 
-    monkeypatch.setattr(parse_mod, "_TOKEN_RE", Counting())
+    monkeypatch.setattr(jsonrepair, "_TOKEN_RE", Counting())
     rng = random.Random(3)
     garbage = "".join(rng.choice("[]{}\",:'ab1 \n\\") for _ in range(1_000_000))
     out = parse_output(garbage, "events", clip_duration_s=DUR, width=W, height=H)

@@ -1,0 +1,126 @@
+"""ingest -> Kafka -> infer worker -> Redis, against the real servers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import settings_env, start_worker, wait_for
+from tests.media_fixtures import sample
+from tests.workers.test_ingest_worker import submit
+from vstream.config import Settings
+from vstream.names import Keys
+from vstream.schema import ClipParams, IngestRequest
+
+pytestmark = pytest.mark.integration
+PARAMS = ClipParams(fps=2, clip_seconds=4, overlap_seconds=1)
+
+
+def results(r: redis.Redis, keys: Keys, stream: str) -> list[dict[str, object]]:
+    return [json.loads(r.get(k.decode()) or b"{}") for k in r.zrange(keys.results(stream), 0, -1)]
+
+
+def start_infer(s: Settings, log: Path, **model_env: str) -> object:
+    import os
+    import subprocess
+    import sys
+
+    env = {**settings_env(s), **{f"VSTREAM_MODEL__{k.upper()}": v for k, v in model_env.items()}}
+    return subprocess.Popen(
+        [sys.executable, "-m", "vstream.cli", "worker", "infer"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=os.getcwd(),
+    )
+
+
+def test_tiny_model_gives_exactly_one_result_per_clip(
+    settings: Settings, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    keys = Keys(settings.redis.key_prefix)
+    video = sample(tmp_path, "v.mp4", seconds=10, width=320, height=180)
+    ingest = start_worker(settings, "ingest", tmp_path / "ingest.log")
+    infer = start_infer(
+        settings,
+        tmp_path / "infer.log",
+        type="transformers",
+        model="tiny",
+        max_new_tokens="12",
+        max_batch="2",
+    )
+    try:
+        submit(
+            settings,
+            IngestRequest(job_id="j", stream_id="v", source=str(video), params=PARAMS, task="caption"),
+        )
+        wait_for(lambda: len(results(redis_client, keys, "v")) >= 3, 240, "3 results")
+        time.sleep(2)
+    finally:
+        for proc in (ingest, infer):
+            proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+            proc.wait(timeout=60)  # type: ignore[attr-defined]
+    log = (tmp_path / "infer.log").read_text()
+    got = results(redis_client, keys, "v")
+    assert sorted(r["index"] for r in got) == [0, 1, 2], log  # 10 s, step 3 s: windows at 0, 3, 6
+    assert all(r["model_id"] == "tiny" and r["raw"] is not None for r in got)
+    assert log.count("outcome=written") == 3, log
+    assert infer.returncode == 0  # type: ignore[attr-defined]
+
+
+def test_sigkill_and_restart_lose_no_clip_and_duplicate_nothing(
+    settings: Settings, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    keys = Keys(settings.redis.key_prefix)
+    script = tmp_path / "script.json"
+    answer = '<think></think>[{"label": "person walks", "start": 0.5, "end": 1.0, "confidence": 0.8}]'
+    script.write_text(json.dumps({"delay_s": 0.4, "outputs": {"events": answer}}))
+    video = sample(tmp_path, "cam.mp4", seconds=60, width=320, height=180)
+    log = tmp_path / "infer.log"
+    ingest = start_worker(settings, "ingest", tmp_path / "ingest.log")
+    infer = start_infer(settings, log, type="scripted", model=str(script), max_batch="2", max_wait_s="0.1")
+    n = 20  # 60 s, step 3 s
+    try:
+        submit(
+            settings,
+            IngestRequest(
+                job_id="j",
+                stream_id="cam",
+                source=str(video),
+                params=PARAMS,
+                task="events",
+                event_types=["person walks"],
+            ),
+        )
+        wait_for(lambda: len(results(redis_client, keys, "cam")) >= 5, 120, "5 results")
+        infer.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+        infer.wait()  # type: ignore[attr-defined]
+        assert len(results(redis_client, keys, "cam")) < n, "the kill must land mid-run"
+        infer = start_infer(
+            settings, log, type="scripted", model=str(script), max_batch="2", max_wait_s="0.1"
+        )
+        wait_for(lambda: len(results(redis_client, keys, "cam")) >= n, 180, "all results after the restart")
+        time.sleep(2)
+    finally:
+        for proc in (ingest, infer):
+            proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+            proc.wait(timeout=60)  # type: ignore[attr-defined]
+    got = results(redis_client, keys, "cam")
+    assert sorted(r["index"] for r in got) == list(range(n)), "one result per clip, none lost"
+    events = [
+        json.loads(redis_client.get(keys.event(e.decode())) or b"{}")
+        for e in redis_client.zrange(keys.events("cam"), 0, -1)
+    ]
+    # the same label every 3 s (within the join gap): one event through the whole run, closed at the end
+    assert len(events) == 1, events
+    (event,) = events
+    assert event["state"] == "closed" and (event["start"], event["end"]) == (0.5, 58.0)
+    assert len(event["clip_ids"]) == len(set(event["clip_ids"])) == n
+    kinds = [f[b"kind"] for _, f in redis_client.xrange(keys.feed("cam"))]
+    assert kinds.count(b"open") == 1 and kinds.count(b"close") == 1, "no duplicate alert after the restart"
+    assert kinds.count(b"update") == n - 1, "each later clip extended the event exactly once"

@@ -1,0 +1,109 @@
+"""Output of ``vstream analyze``: JSON lines or a readable log of clips and event changes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from vstream.analysis.analyzer import Analysis
+from vstream.analysis.records import EventChange, SegmentRecord
+from vstream.config import Settings
+from vstream.schema import IngestRequest
+
+logger = logging.getLogger("vstream")
+TINY_NOTE = (
+    "model 'tiny' has random weights: its text is random and most answers will not parse. "
+    "This run proves the pipeline, not the answers; use --model zai-org/GLM-4.5V (GPU) or openai:<url>."
+)
+
+
+def model_settings(settings: Settings, spec: str | None) -> Settings:
+    if not spec:
+        return settings
+    if spec.startswith("openai:"):
+        model = settings.model.model_copy(update={"type": "openai", "base_url": spec[len("openai:") :]})
+    else:
+        model = settings.model.model_copy(update={"type": "transformers", "model": spec})
+    return settings.model_copy(update={"model": model})
+
+
+def clip_record(a: Analysis) -> dict[str, object]:
+    c = a.clip
+    out: dict[str, object] = {
+        "type": "clip",
+        "clip_id": c.clip_id,
+        "index": c.index,
+        "t_start": c.t_start,
+        "t_end": c.t_end,
+        "n_frames": c.n_frames,
+    }
+    if a.result is None:
+        out.update(ok=False, error=a.error)
+        return out
+    r = a.result
+    out.update(
+        ok=r.ok,
+        error=r.error,
+        model=r.model_id,
+        prompt_hash=r.prompt_hash,
+        thinking=r.thinking,
+        observations=[o.model_dump() for o in r.observations],
+        segments=[s.model_dump() for s in r.segments],
+        caption=r.caption.text if r.caption else None,
+        raw=r.raw,
+        model_seconds=r.model_seconds,
+        visual_tokens=r.visual_tokens,
+    )
+    return out
+
+
+def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest) -> int:
+    from tqdm import tqdm
+
+    from vstream.analyze import analyze
+    from vstream.model.factory import make_backend
+
+    settings = model_settings(settings, args.model)
+    if args.thinking:
+        settings = settings.model_copy(update={"model": settings.model.model_copy(update={"thinking": True})})
+    if settings.model.type == "transformers" and settings.model.model == "tiny":
+        print(f"note: {TINY_NOTE}", file=sys.stderr)
+    backend = make_backend(settings.model)
+
+    def on_clip(a: Analysis, changes: list[EventChange], segments: list[SegmentRecord]) -> None:
+        if args.json:
+            print(json.dumps(clip_record(a)), flush=True)
+            for ch in changes:
+                print(
+                    json.dumps({"type": "event", "kind": ch.kind, **ch.event.model_dump(mode="json")}),
+                    flush=True,
+                )
+            return
+        status = "ok" if a.result and a.result.ok else f"failed: {(a.result.error if a.result else a.error)}"
+        print(f"{a.clip.clip_id} {a.clip.t_start:8.2f}-{a.clip.t_end:8.2f}s {status}", flush=True)
+        for ch in changes:
+            print(
+                f"  event {ch.kind:6} {ch.event.label!r} {ch.event.start:.1f}-{ch.event.end:.1f}s "
+                f"conf {ch.event.confidence:.2f}",
+                flush=True,
+            )
+
+    with tqdm(unit="s", file=sys.stderr, disable=None, desc=req.stream_id, leave=False) as bar:
+        summary = analyze(
+            req, settings, backend, on_clip=on_clip, on_progress=lambda t: bar.update(round(t, 1) - bar.n)
+        )
+    backend.close()
+    logger.info(
+        "%s: %d clips, %d without a result, %d unparseable answers, events opened %s",
+        req.stream_id,
+        summary.clips,
+        summary.failed,
+        summary.parse_failures,
+        summary.events or "none",
+    )
+    if summary.error:
+        print(f"vstream: error: {summary.error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,61 @@
+"""A backend that answers from a script instead of a model: for tests and demos that must control what
+"the model" says (e.g. one event per clip), behind the same interface as the real backends.
+
+The script is a JSON file: ``{"delay_s": 0.1, "outputs": {"events": "<answer text>", ...}}``; the answer
+for a clip is the text for its task with ``{clip_id}`` and ``{index}`` substituted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from vstream.config import ModelSettings
+from vstream.model.base import BackendError, ClipInput, Generation, TaskSpec
+
+
+class ScriptedBackend:
+    def __init__(self, outputs: dict[str, str], *, delay_s: float = 0.0, model_id: str = "scripted") -> None:
+        self.outputs, self.delay_s, self.model_id = outputs, delay_s, model_id
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings) -> ScriptedBackend:
+        path = Path(settings.model)
+        try:
+            script = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot read the model script {path}: {exc}") from exc
+        return cls(
+            script.get("outputs", {}),
+            delay_s=float(script.get("delay_s", 0.0)),
+            model_id=f"scripted:{path.name}",
+        )
+
+    def generate(self, clips: Sequence[ClipInput], task: TaskSpec) -> list[Generation]:
+        out = []
+        for clip in clips:
+            started = time.monotonic()
+            time.sleep(self.delay_s)
+            text = self.outputs.get(task.name)
+            if text is None:
+                out.append(
+                    Generation(error=f"the script has no output for task {task.name!r}", retryable=False)
+                )
+                continue
+            index = clip.clip_id.rsplit("-", 1)[-1]
+            text = text.replace("{clip_id}", clip.clip_id).replace(
+                "{index}", str(int(index)) if index.isdigit() else index
+            )
+            out.append(
+                Generation(
+                    text=text,
+                    seconds=time.monotonic() - started,
+                    visual_tokens=(len(clip.frames) // 2) * (clip.height // 28) * (clip.width // 28),
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,125 @@
+"""Results in Redis: one atomic, idempotent write per clip.
+
+A clip's result, the event changes it causes, the live-feed entries, segments, caption and the stream's
+tracker state are written in one MULTI/EXEC, optimistically locked on the tracker state. So a worker
+killed at any point leaves either everything of a clip or nothing, and a redelivered clip (its result
+key already exists) changes nothing: at-least-once delivery with exactly-once effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+
+from vstream.analysis.records import ClipResult, EventChange, SegmentRecord
+from vstream.analysis.results import ParsedOutput
+from vstream.analysis.timeline import EventTracker, SegmentStitcher, TrackerState
+from vstream.names import Keys
+from vstream.schema import ClipMessage
+
+logger = logging.getLogger(__name__)
+
+FEED_MAXLEN = 100_000
+_MAX_WATCH_RETRIES = 20
+Outcome = Literal["written", "duplicate"]
+
+
+def version_key(model_id: str, prompt_hash: str) -> str:
+    return hashlib.sha256(f"{model_id}|{prompt_hash}".encode()).hexdigest()[:12]
+
+
+@dataclass
+class CommitResult:
+    outcome: Outcome
+    changes: list[EventChange]
+    segments: list[SegmentRecord]
+
+
+class ResultStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        retention_s: int | None = None,
+        tracker: EventTracker | None = None,
+    ) -> None:
+        self.r, self.keys, self.ttl = client, keys, retention_s
+        self.tracker = tracker or EventTracker()
+        self.stitcher = SegmentStitcher()
+
+    def has_result(self, clip_id: str, model_id: str, prompt_hash: str) -> bool:
+        return bool(self.r.exists(self.keys.result(clip_id, version_key(model_id, prompt_hash))))
+
+    def commit(self, result: ClipResult, clip: ClipMessage, parsed: ParsedOutput) -> CommitResult:
+        version = version_key(result.model_id, result.prompt_hash)
+        result_key = self.keys.result(clip.clip_id, version)
+        tracker_key = self.keys.tracker(clip.stream_id, version)
+        for _ in range(_MAX_WATCH_RETRIES):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(tracker_key, result_key)
+                    if pipe.exists(result_key):
+                        return CommitResult("duplicate", [], [])
+                    raw = pipe.get(tracker_key)
+                    state = TrackerState.model_validate_json(raw) if raw else TrackerState()
+                    changes, segments = self._apply(state, result, clip, parsed)
+                    pipe.multi()
+                    self._write(pipe, result, result_key, tracker_key, state, changes, segments)
+                    pipe.execute()
+                    return CommitResult("written", changes, segments)
+                except redis.WatchError:
+                    continue  # another writer touched this stream: recompute from its state
+        raise redis.RedisError(f"could not commit {clip.clip_id}: tracker state kept changing")
+
+    def _apply(
+        self, state: TrackerState, result: ClipResult, clip: ClipMessage, parsed: ParsedOutput
+    ) -> tuple[list[EventChange], list[SegmentRecord]]:
+        if clip.index <= state.last_index:
+            return [], []  # an older clip re-sent after newer ones were applied: stored, not re-applied
+        if not result.ok:
+            state.last_index = clip.index
+            return [], []
+        changes = self.tracker.apply(
+            state, clip, list(result.observations), result.model_id, result.prompt_hash
+        )
+        segments = self.stitcher.apply(state, clip, parsed)
+        if clip.last:
+            changes += self.tracker.close_all(state)
+        return changes, segments
+
+    def _write(
+        self,
+        pipe: redis.client.Pipeline,
+        result: ClipResult,
+        result_key: str,
+        tracker_key: str,
+        state: TrackerState,
+        changes: list[EventChange],
+        segments: list[SegmentRecord],
+    ) -> None:
+        k, ex = self.keys, self.ttl
+        sid = result.stream_id
+        pipe.set(result_key, result.model_dump_json(), ex=ex)
+        pipe.zadd(k.results(sid), {result_key: result.t_start})
+        pipe.sadd(k.streams, sid)
+        for change in changes:
+            event = change.event
+            pipe.set(k.event(event.event_id), event.model_dump_json(), ex=ex)
+            pipe.zadd(k.events(sid), {event.event_id: event.start})
+            entry = {"kind": change.kind, "data": change.model_dump_json()}
+            pipe.xadd(k.feed(sid), entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(k.feed_all, entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        for seg in segments:
+            pipe.set(k.segment(seg.segment_id), seg.model_dump_json(), ex=ex)
+            pipe.zadd(k.segments(sid), {seg.segment_id: seg.start})
+        if result.caption is not None:
+            pipe.zadd(k.captions(sid), {result.caption.model_dump_json(): result.caption.start})
+        pipe.set(tracker_key, state.model_dump_json(), ex=ex)
+        if ex:
+            for key in (k.results(sid), k.events(sid), k.segments(sid), k.captions(sid), k.feed(sid)):
+                pipe.expire(key, ex)
