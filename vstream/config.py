@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_DEFAULT_MESSAGE_LIMIT = 1_048_576
@@ -109,6 +109,26 @@ class ModelSettings(_Group):
     clip_timeout_s: float = Field(600.0, gt=0, description="Watchdog: a batch running longer is abandoned.")
 
 
+class ApiSettings(_Group):
+    admin_key: SecretStr = Field(
+        SecretStr(""), description="Key for /v1/keys (key management); empty disables admin endpoints."
+    )
+    allowed_schemes: list[str] = Field(
+        ["rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt"], description="URL schemes a job may read."
+    )
+    allow_private_networks: bool = Field(
+        False, description="Allow sources on loopback/private/link-local addresses (SSRF guard off)."
+    )
+    file_roots: list[Path] = Field(
+        default_factory=list, description="Directories local file sources must lie under; empty = no files."
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted.")
+    page_limit_max: int = Field(500, ge=1)
+    sse_heartbeat_s: float = Field(15.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(6, ge=1)
+
+
 class Settings(BaseSettings):
     """All of vstream's configuration."""
 
@@ -122,6 +142,7 @@ class Settings(BaseSettings):
     decode: DecodeSettings = DecodeSettings()
     blobs: BlobSettings = BlobSettings()
     model: ModelSettings = ModelSettings()
+    api: ApiSettings = ApiSettings()
     log_level: str = Field("INFO", description="Python logging level.")
     worker_max_jobs: int = Field(4, ge=1, description="Ingest jobs one ingest worker runs at once.")
     job_lease_s: float = Field(30.0, ge=2, description="A job whose owner stops renewing is taken over.")

@@ -101,6 +101,33 @@ class Keys:
         """Counter of failed inference attempts of a clip (poison clips go to the dead-letter topic)."""
         return f"{self.prefix}attempts:{clip_id}"
 
+    # --- API ---
+    def api_key(self, key_hash: str) -> str:
+        """Hash: an API key's record (name, stream patterns), addressed by the SHA-256 of the key."""
+        return f"{self.prefix}apikey:{key_hash}"
+
+    @property
+    def api_keys(self) -> str:
+        """Set of key hashes."""
+        return f"{self.prefix}apikeys"
+
+    def stream_jobs(self, stream_id: str) -> str:
+        """Set of job ids of one stream."""
+        return f"{self.prefix}stream-jobs:{stream_id}"
+
+    def webhooks(self, stream_id: str) -> str:
+        """Hash: webhook id -> WebhookConfig JSON for one stream."""
+        return f"{self.prefix}webhooks:{stream_id}"
+
+    def webhook_deliveries(self, webhook_id: str) -> str:
+        """List (newest first, capped) of delivery records of one webhook."""
+        return f"{self.prefix}webhook-deliveries:{webhook_id}"
+
+    @property
+    def webhook_cursor(self) -> str:
+        """String: the feed entry id up to which the webhook dispatcher has delivered."""
+        return f"{self.prefix}webhook-cursor"
+
     @property
     def streams(self) -> str:
         """Set of stream ids that have results."""

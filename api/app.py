@@ -1,0 +1,88 @@
+"""``create_app(settings)``: the FastAPI application, with resources opened in ``lifespan``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request, Response
+
+from api import problems
+from api.deps import Resources
+from api.keys import KeyStore
+from vstream import __version__
+from vstream.config import Settings, load_settings
+from vstream.jobs import JobStore
+from vstream.kafka_io import ensure_topics, make_producer
+from vstream.names import Keys, Topics
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastAPI:
+    """``kafka=False`` serves queries only (no job submission), for read replicas and benchmarks."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys, topics = Keys(settings.redis.key_prefix), Topics(settings.kafka.topic_prefix)
+        client = aioredis.Redis.from_url(settings.redis.url)
+        await client.ping()  # fail at start-up, not on the first request
+        sync_client = redis.Redis.from_url(settings.redis.url)
+        producer = None
+        if kafka:
+            ensure_topics(settings.kafka, {topics.ingest_requests: 1})
+            producer = make_producer(settings.kafka, client_id="vstream-api")
+        app.state.resources = Resources(
+            settings=settings,
+            redis=client,
+            redis_sync=sync_client,
+            producer=producer,
+            keys=keys,
+            topics=topics,
+            key_store=KeyStore(client, keys),
+            jobs=JobStore(sync_client, keys, settings.job_lease_s),
+        )
+        try:
+            yield
+        finally:
+            if producer is not None:
+                producer.close(timeout=5)
+            await client.aclose()
+            sync_client.close()
+
+    app = FastAPI(
+        title="vstream",
+        version=__version__,
+        lifespan=lifespan,
+        description="Streaming video analytics with GLM-4.5V: jobs, events, segments, captions, live feed.",
+    )
+    problems.install(app)
+    _limit_body(app, settings.api.max_body_bytes)
+    _include_routes(app)
+    return app
+
+
+def _include_routes(app: FastAPI) -> None:
+    import importlib
+
+    for name in ("health", "keys", "jobs", "results", "feed", "webhooks"):
+        try:
+            module = importlib.import_module(f"api.routes.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"api.routes.{name}":
+                raise
+            continue  # a route module not written yet
+        app.include_router(module.router)
+
+
+def _limit_body(app: FastAPI, limit: int) -> None:
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return problems.problem_response(413, "Request too large", f"bodies are limited to {limit} bytes")
+        return await call_next(request)

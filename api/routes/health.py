@@ -1,0 +1,57 @@
+"""Liveness, readiness (Kafka and Redis reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+import vstream.metrics  # noqa: F401  (registers vstream's metrics with the default registry)
+
+from api.deps import Res
+from api.problems import problem_response
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+    model_config = {
+        "json_schema_extra": {"examples": [{"status": "ok", "checks": {"redis": "ok", "kafka": "ok"}}]}
+    }
+
+
+@router.get("/health/live", response_model=Health)
+async def live() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/health/ready", response_model=Health, responses={503: {"description": "A dependency is down"}})
+async def ready(res: Res) -> Response | Health:
+    checks: dict[str, str] = {}
+    try:
+        await res.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # any failure means not ready; say which
+        checks["redis"] = f"down: {type(exc).__name__}"
+    if res.producer is not None:
+        ok = await asyncio.to_thread(res.producer.bootstrap_connected)
+        checks["kafka"] = "ok" if ok else "down: no broker connection"
+    if all(v == "ok" for v in checks.values()):
+        return Health(status="ok", checks=checks)
+    return problem_response(503, "Not ready", "; ".join(f"{k} {v}" for k, v in checks.items()), checks=checks)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/ping", include_in_schema=False)
+async def ping() -> Response:
+    """The cheapest route of this app: the baseline of bench/api.py."""
+    return Response(b'{"pong":true}', media_type="application/json")

@@ -1,0 +1,1 @@
+"""Every request, query and response schema of the API, one module per area."""
