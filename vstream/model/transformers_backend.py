@@ -131,8 +131,9 @@ class TransformersBackend:
         cache_dir: Path | None = None,
     ) -> None:
         """``max_new_tokens`` caps ``task.max_new_tokens`` (None: the task decides). ``repetition_penalty``
-        1.1 is GLM's official setting; the default 1.0 keeps batched and unbatched output identical, since
-        HF penalises every id in the row, including the left padding (GLM's pad id is its end-of-text id).
+        1.1 is GLM's official setting; it is off by default because HF applies it to the prompt too, so it
+        pushes the model away from the JSON keys the prompt asks for. (Left padding is exempt in
+        transformers 5.x, so batched and unbatched output stay identical with it on.)
         """
         self.model_id = model
         self.max_visual_tokens = max_visual_tokens
@@ -185,9 +186,7 @@ class TransformersBackend:
 
     def close(self) -> None:
         self._model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_accelerator_cache()
 
     def _generate_with_fallback(self, clips: list[ClipInput], task: TaskSpec) -> list[Generation]:
         try:

@@ -205,7 +205,7 @@ def test_decode_keeps_glm_markers_and_drops_stop_and_pad(backend: Any) -> None:
     assert backend._decode(ids) == (body, len(ids))
 
 
-def test_missing_local_dir_raises_with_path(tmp_path: Path) -> None:
+def test_missing_local_dir_raises_with_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "no-such-model"
     with pytest.raises(BackendError, match=re.escape(str(missing))):
         TransformersBackend(str(missing))
@@ -214,6 +214,9 @@ def test_missing_local_dir_raises_with_path(tmp_path: Path) -> None:
         TransformersBackend(str(tmp_path / "empty"))
     with pytest.raises(BackendError, match="neither"):
         TransformersBackend("not a model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and no network: an uncached hub id fails fast and clearly
+    with pytest.raises(BackendError, match=r"'zai-org/no-such-model' \(HF_HUB_OFFLINE is set"):
+        TransformersBackend("zai-org/no-such-model")
 
 
 def test_from_settings_uses_cache_and_close(
