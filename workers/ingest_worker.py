@@ -80,6 +80,8 @@ class JobRunner:
         state = self.jobs.get(job_id)
         if state is None:
             return "missing"
+        if state.status in ("paused", "cancelled", "done", "failed"):
+            return state.status  # changed through the API after it was picked
         req, started = state.request, time.monotonic()
         start_index = state.acked_index + 1
         self.jobs.set_status(job_id, "running", owner=self.owner, attempts=state.attempts + 1)
@@ -87,7 +89,13 @@ class JobRunner:
         try:
             stats = self._ingest(req, start_index, stop)
             outcome = "interrupted" if stats.interrupted else "done"
-            self.jobs.set_status(job_id, "queued" if stats.interrupted else "done", error="")
+            current = self.jobs.get(job_id)
+            if not stats.interrupted:
+                self.jobs.set_status(job_id, "done", error="")
+            elif current is not None and current.status == "running":
+                self.jobs.set_status(job_id, "queued", error="")  # drained: any worker resumes it
+            else:
+                outcome = current.status if current else outcome  # paused or cancelled through the API
         except SourceError as exc:
             outcome = self._fail(req, state.attempts + 1, str(exc), fatal=exc.fatal)
         except (KafkaError, redis.RedisError, OSError) as exc:
@@ -211,6 +219,9 @@ class IngestWorker:
                 del self.running[job_id]
             elif not self.jobs.renew(job_id, self.worker_id):
                 logger.warning("lost the lease of job %s: stopping it", job_id)
+                run.stop.set()
+            elif (state := self.jobs.get(job_id)) is not None and state.status in ("paused", "cancelled"):
+                logger.info("job %s was %s: stopping it after the current clip", job_id, state.status)
                 run.stop.set()
 
     def _start_jobs(self, runner: JobRunner) -> None:

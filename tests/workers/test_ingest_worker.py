@@ -175,3 +175,32 @@ def test_sigkill_mid_file_then_restart_leaves_no_gap(settings: Settings, tmp_pat
     assert seen[:killed_at] == list(range(killed_at))
     done = re.search(r"job=long stream=lecture outcome=done .*resumed_from=(\d+)", log.read_text())
     assert done is not None and int(done.group(1)) > 0
+
+
+def test_pause_stops_a_running_job_and_resume_continues_it(settings: Settings, tmp_path: Path) -> None:
+    video = sample(tmp_path, "long.mp4", seconds=600, fps=5, width=320, height=180, gop=10, bframes=0)
+    jobs = JobStore(redis.Redis.from_url(settings.redis.url), Keys(settings.redis.key_prefix), 3)
+    collector = ClipCollector(settings)
+    worker = start_worker(settings, "ingest", tmp_path / "worker.log")
+    try:
+        submit(settings, IngestRequest(job_id="p", stream_id="talk", source=str(video), params=PARAMS))
+        collector.until(lambda: len(collector.by_stream["talk"]) >= 5, 60, "5 clips")
+        jobs.set_status("p", "paused")
+        wait_for(
+            lambda: "was paused" in (tmp_path / "worker.log").read_text(), 30, "the worker to stop the job"
+        )
+        time.sleep(2)
+        collector.poll()
+        paused_at = len(collector.by_stream["talk"])
+        time.sleep(2)
+        collector.poll()
+        assert len(collector.by_stream["talk"]) == paused_at, "no clips while paused"
+        state = jobs.get("p")
+        assert state is not None and state.status == "paused"
+        jobs.set_status("p", "queued")  # what POST /v1/jobs/{id}/resume does
+        collector.until(lambda: collector.by_stream["talk"][-1].last, 120, "the last clip after resuming")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        collector.close()
+    assert sorted(set(collector.indices("talk"))) == list(range(200))

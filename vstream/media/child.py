@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +28,16 @@ _STARTUP_GRACE_S = 20.0  # spawning imports numpy/av/decord before the first fra
 _POLL_S = 0.25
 
 
-def _child_main(spec: DecodeSpec, out: Any) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A parent killed with SIGKILL cannot clean up: without this its decoder would block forever on a
+    full queue, holding the source open (and a camera connection) as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _child_main(spec: DecodeSpec, out: Any, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
         reader = _make_reader(spec)
         out.put(("info", reader.info))
@@ -58,7 +69,7 @@ class DecodeProcess:
         self.stall_timeout_s = stall_timeout_s
         self._queue: Any = _CTX.Queue(maxsize=_QUEUE_FRAMES)
         self._proc = _CTX.Process(
-            target=_child_main, args=(spec, self._queue), daemon=True, name="vstream-decode"
+            target=_child_main, args=(spec, self._queue, os.getpid()), daemon=True, name="vstream-decode"
         )
         self._proc.start()
         kind, payload = self._get(stall_timeout_s + _STARTUP_GRACE_S)

@@ -154,3 +154,42 @@ def test_a_decoder_hung_in_native_code_is_killed_with_a_clear_error(tmp_path: Pa
     os.mkfifo(fifo)  # FFmpeg's open() blocks forever in C waiting for a writer
     with pytest.raises(SourceError, match="stalled"):
         DecodeProcess(DecodeSpec(str(fifo), 2.0, 448), stall_timeout_s=1.0)
+
+
+def test_decoder_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of a worker must not leave its decoder running as an orphan."""
+    import signal
+    import time
+
+    video = sample(tmp_path, "v.mp4", seconds=10, width=320, height=180)
+    script = (
+        "import sys, time\n"
+        "from vstream.media.child import DecodeProcess\n"
+        "from vstream.media.pyav_source import DecodeSpec\n"
+        "if __name__ == '__main__':\n"
+        f"    d = DecodeProcess(DecodeSpec({str(video)!r}, 2.0, 448), stall_timeout_s=30)\n"
+        "    print(d._proc.pid, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    (tmp_path / "parent.py").write_text(script)
+    root = str(Path(__file__).resolve().parents[3])  # import this tree, whatever the venv points at
+    parent = subprocess.Popen(
+        [sys.executable, str(tmp_path / "parent.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:  # gone, or a zombie waiting for a reaper (this container's init does not reap)
+            if "State:\tZ" in Path(f"/proc/{child}/status").read_text():
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the decoder child outlived its killed parent")
