@@ -79,4 +79,10 @@ class ModelBackend(Protocol):
         """One Generation per clip, in order; never raises for a per-clip problem."""
         ...
 
+    def generate_text(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 1024, thinking: bool = False
+    ) -> list[Generation]:
+        """The model as a text model (hierarchical summaries); one Generation per prompt, never raises."""
+        ...
+
     def close(self) -> None: ...

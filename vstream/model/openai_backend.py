@@ -305,6 +305,36 @@ class OpenAIBackend:
                 futures.append(Generation(error="backend is closed", retryable=True))
         return [f if isinstance(f, Generation) else self._result(f) for f in futures]
 
+    def generate_text(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 1024, thinking: bool = False
+    ) -> list[Generation]:
+        """GLM-4.5V as a text model: one chat completion per prompt, same retries as clips."""
+        futures = [self._pool.submit(self._text_one, p, max_new_tokens, thinking) for p in prompts]
+        return [self._result(f) for f in futures]
+
+    def _text_one(self, prompt: str, max_new_tokens: int, thinking: bool) -> Generation:
+        body = {
+            "model": self.model_id,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_new_tokens,
+            "temperature": 0.0,
+            "top_p": 1e-5,
+            "stream": False,
+            "chat_template_kwargs": {"enable_thinking": thinking},
+            **self._extra_body,
+        }
+        started = time.monotonic()
+        outcome, attempts = self._send(json.dumps(body, separators=(",", ":")).encode(), "text")
+        if outcome.data is None:
+            return Generation(error=outcome.error, retryable=outcome.retryable, extra={"attempts": attempts})
+        usage = outcome.data.get("usage") or {}
+        return Generation(
+            text=compose_text(outcome.data["choices"][0]["message"], thinking),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            new_tokens=int(usage.get("completion_tokens") or 0),
+            seconds=time.monotonic() - started,
+        )
+
     @staticmethod
     def _result(future: Future[Generation]) -> Generation:
         try:

@@ -57,5 +57,14 @@ class ScriptedBackend:
             )
         return out
 
+    def generate_text(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 1024, thinking: bool = False
+    ) -> list[Generation]:
+        """The script's ``text`` output for every prompt (``{n}``: the prompt's position)."""
+        text = self.outputs.get("text")
+        if text is None:
+            return [Generation(error="the script has no 'text' output", retryable=False) for _ in prompts]
+        return [Generation(text=text.replace("{n}", str(n))) for n in range(len(prompts))]
+
     def close(self) -> None:
         pass

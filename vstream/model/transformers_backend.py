@@ -184,6 +184,41 @@ class TransformersBackend:
                 results[i] = gen
         return [r if r is not None else Generation(error="internal: no result") for r in results]
 
+    def generate_text(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 1024, thinking: bool = False
+    ) -> list[Generation]:
+        """GLM-4.5V as a text model (e.g. to summarise captions): one Generation per prompt."""
+        model = self._require_open()
+        chats = [[{"role": "user", "content": [{"type": "text", "text": p}]}] for p in prompts]
+        texts = [
+            self.processor.apply_chat_template(
+                c, add_generation_prompt=True, tokenize=False, enable_thinking=thinking
+            )
+            for c in chats
+        ]
+        started = time.perf_counter()
+        try:
+            inputs = self.processor.tokenizer(
+                texts, return_tensors="pt", padding=True, add_special_tokens=False
+            )
+            inputs = inputs.to(model.device)
+            spec = TaskSpec(name="caption", prompt="", prompt_hash="", max_new_tokens=max_new_tokens)
+            with torch.inference_mode():
+                output = model.generate(**inputs, generation_config=self._generation_config(spec))
+        except Exception as exc:  # per-call failure: every prompt gets the error, the caller decides
+            logger.warning("text generation failed: %s: %s", type(exc).__name__, exc)
+            return [Generation(error=f"{type(exc).__name__}: {exc}", retryable=True) for _ in prompts]
+        new_ids = output[:, inputs["input_ids"].shape[1] :].tolist()
+        seconds = (time.perf_counter() - started) / max(len(prompts), 1)
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        out = []
+        for i in range(len(prompts)):
+            text, count = self._decode(new_ids[i])
+            out.append(
+                Generation(text=text, prompt_tokens=int(prompt_tokens[i]), new_tokens=count, seconds=seconds)
+            )
+        return out
+
     def close(self) -> None:
         self._model = None
         _free_accelerator_cache()

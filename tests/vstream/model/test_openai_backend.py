@@ -308,3 +308,14 @@ def test_helpers() -> None:
     assert parse_retry_after("2") == 2.0 and parse_retry_after(None) is None
     assert parse_retry_after("soon") is None and parse_retry_after("-4") == 0.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: now
+
+
+def test_text_generation_sends_a_text_only_chat_and_retries(server: FakeOpenAIServer) -> None:
+    server.script(Reply.error(500), Reply.ok("a summary"), Reply.ok("another"))
+    with backend_for(server) as backend:
+        gens = backend.generate_text(["summarise A", "summarise B"], max_new_tokens=50, thinking=False)
+    assert sorted(g.text for g in gens) == ["a summary", "another"]
+    bodies = [r.body for r in server.requests]
+    assert len(bodies) == 3, "the 500 was retried"
+    assert all(isinstance(b["messages"][0]["content"], str) and b["max_tokens"] == 50 for b in bodies)
+    assert all(b["chat_template_kwargs"] == {"enable_thinking": False} for b in bodies)

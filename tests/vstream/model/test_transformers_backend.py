@@ -233,3 +233,11 @@ def test_from_settings_uses_cache_and_close(
     b.close()
     with pytest.raises(BackendError, match="closed"):
         b.generate([make_clip(2, 224, 224)], task)
+
+
+def test_text_generation_runs_the_same_model_on_text_prompts(backend: TransformersBackend) -> None:
+    gens = backend.generate_text(
+        ["Summarise: a person walks.", "Summarise the lecture about energy."], max_new_tokens=4
+    )
+    assert len(gens) == 2 and all(g.error is None and 1 <= g.new_tokens <= 4 for g in gens)
+    assert gens[0].prompt_tokens < gens[1].prompt_tokens
