@@ -6,10 +6,10 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 from kafka import KafkaProducer
+from redis import Redis
 
 from api.keys import KeyStore, Principal
 from api.problems import Problem
@@ -22,7 +22,7 @@ from vstream.names import Keys, Topics
 class Resources:
     settings: Settings
     redis: aioredis.Redis
-    redis_sync: redis.Redis
+    redis_sync: Redis
     producer: KafkaProducer | None
     keys: Keys
     topics: Topics

@@ -8,14 +8,21 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from vstream.names import Keys
 
+KEY_ID_LENGTH = 16
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -32,42 +39,46 @@ class Principal:
 
 class KeyStore:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
-        self.r, self.keys = client, keys
+        self.r: Any = client  # redis-py's async stubs type every reply as a union; the values are bytes
+        self.keys = keys
 
     async def create(self, name: str, streams: list[str]) -> tuple[str, str]:
         """Returns (key id, plaintext key); the plaintext is never stored."""
         key = "vs_" + secrets.token_urlsafe(32)
         digest = hash_key(key)
         record = {"name": name, "streams": json.dumps(streams), "created_at": str(time.time())}
-        await self.r.hset(self.keys.api_key(digest), mapping=record)  # type: ignore[misc]
-        await self.r.sadd(self.keys.api_keys, digest)  # type: ignore[misc]
-        return digest[:16], key
+        await self.r.hset(self.keys.api_key(digest), mapping=record)
+        await self.r.sadd(self.keys.api_keys, digest)
+        return digest[:KEY_ID_LENGTH], key
 
     async def lookup(self, key: str) -> Principal | None:
-        raw = await self.r.hgetall(self.keys.api_key(hash_key(key)))  # type: ignore[misc]
+        raw = await self.r.hgetall(self.keys.api_key(hash_key(key)))
         if not raw:
             return None
-        return Principal(name=raw[b"name"].decode(), streams=tuple(json.loads(raw[b"streams"])))
+        return Principal(name=_s(raw[b"name"]), streams=tuple(json.loads(raw[b"streams"])))
 
-    async def list(self) -> list[dict[str, object]]:
-        out = []
-        for digest in await self.r.smembers(self.keys.api_keys):  # type: ignore[misc]
-            raw = await self.r.hgetall(self.keys.api_key(digest.decode()))  # type: ignore[misc]
+    async def list(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for digest in await self.r.smembers(self.keys.api_keys):
+            raw = await self.r.hgetall(self.keys.api_key(_s(digest)))
             if raw:
                 out.append(
                     {
-                        "id": digest.decode()[:16],
-                        "name": raw[b"name"].decode(),
+                        "id": _s(digest)[:KEY_ID_LENGTH],
+                        "name": _s(raw[b"name"]),
                         "streams": json.loads(raw[b"streams"]),
                         "created_at": float(raw[b"created_at"]),
                     }
                 )
-        return sorted(out, key=lambda k: k["created_at"])  # type: ignore[arg-type, return-value]
+        return sorted(out, key=lambda k: float(k["created_at"]))
 
     async def delete(self, key_id: str) -> bool:
-        for digest in await self.r.smembers(self.keys.api_keys):  # type: ignore[misc]
-            if digest.decode().startswith(key_id) and len(key_id) >= 8:
-                await self.r.delete(self.keys.api_key(digest.decode()))
-                await self.r.srem(self.keys.api_keys, digest)  # type: ignore[misc]
+        """Revoke by the exact 16-character id shown at creation (a shorter prefix could hit another key)."""
+        if len(key_id) != KEY_ID_LENGTH:
+            return False
+        for digest in await self.r.smembers(self.keys.api_keys):
+            if _s(digest)[:KEY_ID_LENGTH] == key_id:
+                await self.r.delete(self.keys.api_key(_s(digest)))
+                await self.r.srem(self.keys.api_keys, digest)
                 return True
         return False

@@ -24,6 +24,19 @@ _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
+# ARGV: new status, updated_at, number of allowed old statuses, the old statuses, then field/value pairs.
+_TRANSITION = """
+local current = redis.call('hget', KEYS[1], 'status')
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do
+  if current == ARGV[i] then
+    redis.call('hset', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
+    for j = 4 + n, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[j], ARGV[j + 1]) end
+    return 1
+  end
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -45,6 +58,7 @@ class JobStore:
         self.r, self.keys, self.lease_ms = client, keys, int(lease_s * 1000)
         self._renew = self.r.register_script(_RENEW)
         self._release = self.r.register_script(_RELEASE)
+        self._transition = self.r.register_script(_TRANSITION)
 
     def submit(self, req: IngestRequest) -> bool:
         """Record a request; False when the job id already exists (a redelivery)."""
@@ -72,6 +86,15 @@ class JobStore:
     def set_status(self, job_id: str, status: Status, **fields: object) -> None:
         mapping = {"status": status, "updated_at": time.time(), **{k: _flat(v) for k, v in fields.items()}}
         self.r.hset(self.keys.job(job_id), mapping=mapping)  # type: ignore[arg-type]
+
+    def transition(
+        self, job_id: str, status: Status, allowed_from: tuple[Status, ...], **fields: object
+    ) -> bool:
+        """Set ``status`` (and ``fields``) only if the job is in one of ``allowed_from``: a worker finishing
+        a job never overwrites a pause or cancel that the API wrote a moment earlier."""
+        flat = [str(x) for k, v in fields.items() for x in (k, _flat(v))]
+        args = [status, time.time(), len(allowed_from), *allowed_from, *flat]
+        return bool(self._transition(keys=[self.keys.job(job_id)], args=args))
 
     def claim(self, job_id: str, owner: str) -> bool:
         return bool(self.r.set(self.keys.job_lease(job_id), owner, nx=True, px=self.lease_ms))

@@ -106,8 +106,11 @@ def new_secret() -> str:
 
 
 def delivery_id_for(webhook_id: str, entry_id: str) -> str:
-    """Deterministic: the same feed entry for the same webhook is always the same delivery."""
-    return "dl_" + hashlib.sha256(f"{webhook_id}|{entry_id}".encode()).hexdigest()[:24]
+    """Deterministic (the same feed entry for the same webhook is always the same delivery) and sorting
+    in feed order, so deliveries due at the same moment go out in the order the changes happened."""
+    ms, _, seq = entry_id.partition("-")
+    digest = hashlib.sha256(f"{webhook_id}|{entry_id}".encode()).hexdigest()[:10]
+    return f"dl_{int(ms):013d}-{int(seq or 0):06d}-{digest}"
 
 
 # --- signing ---
@@ -145,12 +148,9 @@ def verify_signature(
 Outcome = Literal["delivered", "retry", "failed"]
 
 
-def classify(status_code: int) -> Outcome:
-    if 200 <= status_code < 300:
-        return "delivered"
-    if status_code == 429 or status_code >= 500:
-        return "retry"
-    return "failed"
+def classify(code: int) -> Outcome:
+    """2xx: delivered; 429 and 5xx: try again later; anything else (3xx, 4xx) is final."""
+    return "delivered" if 200 <= code < 300 else "retry" if code == 429 or code >= 500 else "failed"
 
 
 def backoff_s(
@@ -163,9 +163,7 @@ def backoff_s(
 
 
 def retry_after_s(value: str | None) -> float | None:
-    if value is None or not value.strip().isdigit():
-        return None  # the HTTP-date form is ignored: backoff applies
-    return float(value.strip())
+    return float(value) if value and value.strip().isdigit() else None  # an HTTP date: backoff applies
 
 
 # --- Lua: atomic record + queue updates (idempotent) ---
@@ -224,13 +222,12 @@ class Dispatcher:
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 300.0,
         url_guard: Callable[[str], object] | None = None,
-        on_attempt: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.redis.key_prefix)
         self.concurrency, self.per_webhook = concurrency, per_webhook
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
-        self.url_guard, self.on_attempt = url_guard, on_attempt
+        self.url_guard = url_guard
         self.ttl = settings.retention_s or DEFAULT_RETENTION_S
         self.stats = DispatchStats()
         self.stopping = threading.Event()
@@ -263,10 +260,13 @@ class Dispatcher:
 
     # --- feed -> deliveries ---
     async def _feed_loop(self) -> None:
-        cursor = _text(await self.redis.get(self.keys.webhook_cursor) or b"0-0")
-        self.stats.cursor = cursor
+        cursor: str | None = None
         while not self.stopping.is_set():
             try:
+                if cursor is None:
+                    cursor = self.stats.cursor = _text(
+                        await self.redis.get(self.keys.webhook_cursor) or "0-0"
+                    )
                 reply: Any = await self.redis.xread(
                     {self.keys.feed_all: cursor}, count=self.batch, block=self.block_ms
                 )
@@ -398,8 +398,6 @@ class Dispatcher:
             return
         attempt = await self._post(hook, rec)
         await self._apply(rec, attempt)
-        if self.on_attempt is not None:
-            self.on_attempt(attempt)
 
     async def _hook(self, stream_id: str, webhook_id: str) -> WebhookConfig | None:
         raw = await self.redis.hget(self.keys.webhooks(stream_id), webhook_id)
@@ -473,8 +471,9 @@ def _log_attempt(rec: DeliveryRecord, attempt: Attempt, next_in_s: float | None)
     tail += f" error={rec.last_error!r}" if rec.last_error else ""
     code = attempt.status_code if attempt.status_code is not None else "-"
     logger.info(
-        "webhook delivery=%s webhook=%s event=%s kind=%s attempt=%d status=%s duration_ms=%.0f outcome=%s%s",
-        *(rec.delivery_id, rec.webhook_id, rec.event_id, rec.kind, rec.attempts, code),
+        "webhook delivery=%s webhook=%s stream=%s event=%s kind=%s attempt=%d status=%s duration_ms=%.0f "
+        "outcome=%s%s",
+        *(rec.delivery_id, rec.webhook_id, rec.stream_id, rec.event_id, rec.kind, rec.attempts, code),
         *(attempt.duration_s * 1000, rec.status, tail),
     )
 

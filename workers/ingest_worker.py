@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from vstream.blobstore import LocalBlobStore
 from vstream.config import Settings
 from vstream.ingest import IngestStats, describe, open_for, run_ingest
-from vstream.jobs import JobStore
+from vstream.jobs import ACTIVE, JobStore
 from vstream.kafka_io import ClipPublisher, ensure_topics, make_consumer, make_producer
 from vstream.media.frames import SourceError
 from vstream.metrics import CLIPS_CLAIM_CHECKED, CLIPS_GATED, CLIPS_PRODUCED, FRAMES_DROPPED, INGEST_JOBS
@@ -80,22 +80,21 @@ class JobRunner:
         state = self.jobs.get(job_id)
         if state is None:
             return "missing"
-        if state.status in ("paused", "cancelled", "done", "failed"):
-            return state.status  # changed through the API after it was picked
         req, started = state.request, time.monotonic()
         start_index = state.acked_index + 1
-        self.jobs.set_status(job_id, "running", owner=self.owner, attempts=state.attempts + 1)
+        if not self.jobs.transition(job_id, "running", ACTIVE, owner=self.owner, attempts=state.attempts + 1):
+            return state.status  # paused, cancelled or finished through the API after it was picked
         stats = IngestStats(start_index=start_index)
         try:
             stats = self._ingest(req, start_index, stop)
-            outcome = "interrupted" if stats.interrupted else "done"
-            current = self.jobs.get(job_id)
             if not stats.interrupted:
-                self.jobs.set_status(job_id, "done", error="")
-            elif current is not None and current.status == "running":
-                self.jobs.set_status(job_id, "queued", error="")  # drained: any worker resumes it
+                self.jobs.transition(job_id, "done", ("running",), error="")
+                outcome = "done"
+            elif self.jobs.transition(job_id, "queued", ("running",), error=""):
+                outcome = "interrupted"  # drained: any worker resumes it
             else:
-                outcome = current.status if current else outcome  # paused or cancelled through the API
+                current = self.jobs.get(job_id)
+                outcome = current.status if current else "interrupted"  # paused or cancelled via the API
         except SourceError as exc:
             outcome = self._fail(req, state.attempts + 1, str(exc), fatal=exc.fatal)
         except (KafkaError, redis.RedisError, OSError) as exc:
@@ -135,10 +134,10 @@ class JobRunner:
     def _fail(self, req: IngestRequest, attempts: int, error: str, *, fatal: bool) -> str:
         give_up = fatal or attempts >= MAX_ATTEMPTS
         if give_up:
-            self.jobs.set_status(req.job_id, "failed", error=error)
+            self.jobs.transition(req.job_id, "failed", ("running",), error=error)
         else:
             retry_at = time.time() + _RETRY_BASE_S * 2 ** (attempts - 1)
-            self.jobs.set_status(req.job_id, "retry", error=error, retry_at=retry_at)
+            self.jobs.transition(req.job_id, "retry", ("running",), error=error, retry_at=retry_at)
         record = IngestError(
             job_id=req.job_id, stream_id=req.stream_id, source=req.source, error=error, fatal=give_up
         )

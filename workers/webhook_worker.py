@@ -63,6 +63,7 @@ class WebhookWorker:
         self.dispatcher.stop()
 
     def run(self) -> int:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per attempt is ours; no URLs twice
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         return asyncio.run(self.main())
@@ -102,7 +103,8 @@ class WebhookWorker:
                 return True
             if not announced:
                 holder = await r.get(lease_key(self.keys))
-                logger.info("webhook worker %s standing by (dispatcher: %s)", self.worker_id, holder)
+                holder_id = holder.decode() if isinstance(holder, bytes) else holder
+                logger.info("webhook worker %s standing by (dispatcher: %s)", self.worker_id, holder_id)
                 announced = True
             await self._heartbeat(r)
             await asyncio.sleep(1.0)

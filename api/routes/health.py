@@ -9,7 +9,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 import vstream.metrics  # noqa: F401  (registers vstream's metrics with the default registry)
-
 from api.deps import Res
 from api.problems import problem_response
 
@@ -39,11 +38,22 @@ async def ready(res: Res) -> Response | Health:
     except Exception as exc:  # any failure means not ready; say which
         checks["redis"] = f"down: {type(exc).__name__}"
     if res.producer is not None:
-        ok = await asyncio.to_thread(res.producer.bootstrap_connected)
-        checks["kafka"] = "ok" if ok else "down: no broker connection"
+        checks["kafka"] = await _kafka(res)
     if all(v == "ok" for v in checks.values()):
         return Health(status="ok", checks=checks)
     return problem_response(503, "Not ready", "; ".join(f"{k} {v}" for k, v in checks.items()), checks=checks)
+
+
+async def _kafka(res: Res) -> str:
+    producer = res.producer
+    assert producer is not None
+    if producer.bootstrap_connected():
+        return "ok"
+    try:  # the producer connects lazily: a metadata fetch proves the broker answers
+        await asyncio.wait_for(asyncio.to_thread(producer.partitions_for, res.topics.ingest_requests), 3.0)
+        return "ok"
+    except Exception as exc:  # timeout or broker error: not ready either way
+        return f"down: {type(exc).__name__}"
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -72,6 +72,7 @@ REFUSED_URLS = [
     ("http://no-such-host.invalid/live", "does not resolve"),
     ("http://93.184.216.34:99999/", "not a valid URL"),
     ("http://93.184.216.34/a b", "whitespace"),
+    ("http://127.0.0.1\\@93.184.216.34/", "backslashes"),
     ("93.184.216.34/live", "not a URL"),
 ]
 

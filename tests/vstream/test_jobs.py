@@ -63,3 +63,13 @@ def test_progress_is_per_stream_and_parameters(jobs: JobStore) -> None:
     assert jobs.acked_index(r) == 41
     other = IngestRequest(job_id="j2", stream_id="cam", source="/data/a.mp4", params={"fps": 1.0})  # type: ignore[arg-type]
     assert jobs.acked_index(other) == -1
+
+
+def test_transition_only_from_allowed_states(jobs: JobStore) -> None:
+    jobs.submit(req())
+    assert jobs.transition("j1", "running", ("queued",), owner="w1")
+    jobs.set_status("j1", "paused")  # the API pauses it while the worker runs
+    assert not jobs.transition("j1", "done", ("running",)), "the worker must not overwrite the pause"
+    state = jobs.get("j1")
+    assert state is not None and state.status == "paused"
+    assert jobs.r.hget(jobs.keys.job("j1"), "owner") == b"w1"

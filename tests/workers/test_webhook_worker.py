@@ -32,7 +32,7 @@ from vstream.analysis.records import Event, EventChange
 from vstream.config import ApiSettings, Settings
 from vstream.names import Keys
 from vstream.store import FEED_MAXLEN
-from vstream.webhooks import Dispatcher, Kind, backoff_s, classify, sign, verify_signature
+from vstream.webhooks import Dispatcher, Kind, backoff_s, classify, delivery_id_for, sign, verify_signature
 from workers.webhook_worker import lease_key
 
 pytestmark = pytest.mark.integration
@@ -197,6 +197,9 @@ def test_signing_and_retry_policy_units() -> None:
         *("delivered", "delivered", "failed", "failed", "failed", "failed"),
         *("retry", "retry", "retry"),
     ]
+    first, tenth = delivery_id_for("wh_1", "1700000000000-2"), delivery_id_for("wh_1", "1700000000000-10")
+    assert first == delivery_id_for("wh_1", "1700000000000-2") and first < tenth  # stable, in feed order
+    assert first != delivery_id_for("wh_2", "1700000000000-2")
     delays = [backoff_s(n) for n in range(1, 12)]
     assert 0.5 <= delays[0] <= 1.0 and 4.0 <= delays[3] <= 8.0 and max(delays) <= 300.0
 
