@@ -1,1 +1,1 @@
-"""The three user journeys built on the pipeline: surveillance alerts, sports highlights, lecture summaries."""
+"""The three user journeys: surveillance alerts, sports highlights, lecture summaries."""

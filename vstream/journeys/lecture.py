@@ -65,7 +65,7 @@ def _norm(title: str) -> str:
 def group_chapters(
     segments: Sequence[SegmentRecord], *, min_length_s: float = 60.0
 ) -> list[list[SegmentRecord]]:
-    """Consecutive segments become chapters; a chapter shorter than ``min_length_s`` joins the previous one."""
+    """Consecutive segments become chapters; one shorter than ``min_length_s`` joins the previous one."""
     groups: list[list[SegmentRecord]] = []
     for seg in sorted(segments, key=lambda s: s.start):
         if groups and (
