@@ -31,6 +31,7 @@ _END = None
 class AnalyzeSummary:
     clips: int = 0
     failed: int = 0
+    segments: list[SegmentRecord] = field(default_factory=list)
     parse_failures: int = 0
     events: dict[str, int] = field(default_factory=dict)
     error: str | None = None
@@ -111,6 +112,8 @@ def _apply(
         state, a.clip, list(a.result.observations), a.result.model_id, a.result.prompt_hash
     )
     segments = stitcher.apply(state, a.clip, a.parsed)
+    ids = {s.segment_id for s in segments}
+    summary.segments = [s for s in summary.segments if s.segment_id not in ids] + segments
     if a.clip.last:
         changes += tracker.close_all(state)
     for c in changes:

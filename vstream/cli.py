@@ -35,6 +35,13 @@ def _clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realtime", action="store_true", help="replay a file at real speed, as a live stream")
     p.add_argument("--gate", action="store_true", help="skip clips without motion")
     p.add_argument("--backend", choices=["auto", "pyav", "decord"], default=None, help="file decoder")
+    p.add_argument(
+        "--preset",
+        choices=["surveillance", "sports", "lecture"],
+        default=None,
+        help="a user journey's defaults: task, event types, clip length, gate",
+    )
+    p.add_argument("--sport", default="soccer", help="with --preset sports: soccer, basketball or tennis")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,11 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--job-id", default=None)
 
     worker = sub.add_parser("worker", help="run a worker")
-    worker.add_argument("kind", choices=["ingest", "infer"])
+    worker.add_argument("kind", choices=["ingest", "infer", "webhooks"])
 
     analyze = sub.add_parser("analyze", help="the whole pipeline in one process (no Kafka or Redis)")
     _clip_args(analyze)
-    analyze.add_argument("--task", choices=["events", "segments", "caption"], default="caption")
+    analyze.add_argument(
+        "--task",
+        choices=["events", "segments", "caption"],
+        default=None,
+        help="analysis task (default: the preset's, else caption)",
+    )
     analyze.add_argument(
         "--events", default="", help='comma-separated event types, e.g. "person falls,car stops"'
     )
@@ -83,8 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestRequest:
-    """An IngestRequest from the clip options; --task/--events where the command has them."""
-    c = settings.clips
+    """An IngestRequest from the clip options; a --preset supplies defaults that explicit flags override."""
+    from vstream.presets import preset
+
+    events = tuple(e.strip() for e in getattr(args, "events", "").split(",") if e.strip())
+    p = preset(args.preset, sport=args.sport, event_types=events) if getattr(args, "preset", None) else None
+    c = p.params if p else settings.clips
     params = ClipParams(
         fps=args.fps or c.fps,
         clip_seconds=args.clip_seconds or c.clip_seconds,
@@ -92,17 +108,18 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestReq
         max_side=args.max_side or c.max_side,
     )
     stream_id = args.stream_id or _stream_id_from(args.source)
-    job_id = getattr(args, "job_id", None) or f"{stream_id}-{params.params_hash}"
-    events = [e.strip() for e in getattr(args, "events", "").split(",") if e.strip()]
+    task = p.task if p and getattr(args, "task", None) is None else (getattr(args, "task", None) or "caption")
     return IngestRequest(
-        job_id=job_id,
+        job_id=getattr(args, "job_id", None) or f"{stream_id}-{params.params_hash}",
         stream_id=stream_id,
         source=args.source,
         params=params,
-        gate=GateParams(enabled=args.gate),
+        gate=GateParams(enabled=args.gate or bool(p and p.gate.enabled)),
         realtime=args.realtime,
-        task=getattr(args, "task", "caption"),
-        event_types=events,
+        task=task,
+        event_types=list(p.event_types if p else events),
+        preset=p.name if p else None,
+        sport=args.sport if p and p.name == "sports" else None,
     )
 
 
@@ -190,6 +207,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.kind == "webhooks":
+        from workers.webhook_worker import WebhookWorker
+
+        return WebhookWorker(settings).run()
     if args.kind == "infer":
         from workers.infer_worker import InferWorker
 

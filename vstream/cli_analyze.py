@@ -10,6 +10,7 @@ import sys
 from vstream.analysis.analyzer import Analysis
 from vstream.analysis.records import EventChange, SegmentRecord
 from vstream.config import Settings
+from vstream.model.base import ModelBackend
 from vstream.schema import IngestRequest
 
 logger = logging.getLogger("vstream")
@@ -59,6 +60,18 @@ def clip_record(a: Analysis) -> dict[str, object]:
     return out
 
 
+def _print_summary(
+    stream_id: str, segments: list[SegmentRecord], backend: ModelBackend, as_json: bool
+) -> None:
+    from vstream.journeys.lecture import summarize, to_markdown
+
+    lecture = summarize(stream_id, segments, backend, partial=False)
+    if as_json:
+        print(json.dumps({"type": "summary", **lecture.model_dump(mode="json")}), flush=True)
+    else:
+        print(to_markdown(lecture), flush=True)
+
+
 def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest) -> int:
     from tqdm import tqdm
 
@@ -94,6 +107,8 @@ def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest
         summary = analyze(
             req, settings, backend, on_clip=on_clip, on_progress=lambda t: bar.update(round(t, 1) - bar.n)
         )
+    if req.task == "segments" and summary.segments:
+        _print_summary(req.stream_id, summary.segments, backend, args.json)
     backend.close()
     logger.info(
         "%s: %d clips, %d without a result, %d unparseable answers, events opened %s",

@@ -64,6 +64,8 @@ def build_message(clip: Clip, req: IngestRequest, info: SourceInfo, quality: int
         last=clip.last,
         task=req.task,
         event_types=req.event_types,
+        preset=req.preset,
+        retention_s=req.retention_s,
     )
 
 

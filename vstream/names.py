@@ -74,6 +74,14 @@ class Keys:
         """Sorted set of event ids by start time."""
         return f"{self.prefix}events:{stream_id}"
 
+    def thumbnail(self, event_id: str) -> str:
+        """String: JPEG bytes of an event's key frame."""
+        return f"{self.prefix}thumb:{event_id}"
+
+    def summary(self, stream_id: str) -> str:
+        """String: LectureSummary JSON of a segments stream (partial until its last clip)."""
+        return f"{self.prefix}summary:{stream_id}"
+
     def segment(self, segment_id: str) -> str:
         return f"{self.prefix}segment:{segment_id}"
 

@@ -102,6 +102,10 @@ class ClipMessage(_Wire):
         "caption", description="Analysis the GPU workers run."
     )
     event_types: list[str] = Field(default_factory=list, description="Event labels for task 'events'.")
+    preset: Literal["surveillance", "sports", "lecture"] | None = None
+    retention_s: int | None = Field(
+        None, ge=60, description="TTL of this stream's results (None: the default)."
+    )
     produced_at: float = Field(default_factory=time.time)
 
     @field_validator("timestamps")
@@ -189,6 +193,11 @@ class IngestRequest(_Wire):
         "caption", description="Analysis the GPU workers run."
     )
     event_types: list[str] = Field(default_factory=list)
+    preset: Literal["surveillance", "sports", "lecture"] | None = Field(None, description="The user journey.")
+    sport: str | None = Field(None, description="Sports preset: which sport's highlight table to use.")
+    retention_s: int | None = Field(
+        None, ge=60, description="TTL of this stream's results (None: the default)."
+    )
     submitted_at: float = Field(default_factory=time.time)
 
     @model_validator(mode="after")

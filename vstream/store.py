@@ -8,6 +8,7 @@ key already exists) changes nothing: at-least-once delivery with exactly-once ef
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -26,6 +27,26 @@ logger = logging.getLogger(__name__)
 FEED_MAXLEN = 100_000
 _MAX_WATCH_RETRIES = 20
 Outcome = Literal["written", "duplicate"]
+
+
+def load_segments(client: redis.Redis, keys: Keys, stream_id: str) -> list[SegmentRecord]:
+    ids = [i.decode() for i in client.zrange(keys.segments(stream_id), 0, -1)]  # type: ignore[union-attr]
+    raws = client.mget([keys.segment(i) for i in ids]) if ids else []
+    return [SegmentRecord.model_validate_json(r) for r in raws if r]
+
+
+def with_thumbnail(change: EventChange, clip: ClipMessage, state: TrackerState) -> EventChange:
+    """Attach the key frame: the clip frame in the middle of the event's evidence (JPEG, as sent)."""
+    event = change.event
+    inside = [i for i, t in enumerate(clip.timestamps) if t in set(event.frame_timestamps)]
+    if not clip.frames or not inside:
+        return change
+    i = inside[len(inside) // 2]
+    event = event.model_copy(update={"thumbnail_t": clip.timestamps[i]})
+    state.open_events[event.event_id] = event
+    return change.model_copy(
+        update={"event": event, "thumbnail_jpeg_b64": base64.b64encode(clip.frames[i]).decode()}
+    )
 
 
 def version_key(model_id: str, prompt_hash: str) -> str:
@@ -69,7 +90,9 @@ class ResultStore:
                     state = TrackerState.model_validate_json(raw) if raw else TrackerState()
                     changes, segments = self._apply(state, result, clip, parsed)
                     pipe.multi()
-                    self._write(pipe, result, result_key, tracker_key, state, changes, segments)
+                    self._write(
+                        pipe, result, result_key, tracker_key, state, changes, segments, clip.retention_s
+                    )
                     pipe.execute()
                     return CommitResult("written", changes, segments)
                 except redis.WatchError:
@@ -87,6 +110,7 @@ class ResultStore:
         changes = self.tracker.apply(
             state, clip, list(result.observations), result.model_id, result.prompt_hash
         )
+        changes = [with_thumbnail(c, clip, state) if c.kind == "open" else c for c in changes]
         segments = self.stitcher.apply(state, clip, parsed)
         if clip.last:
             changes += self.tracker.close_all(state)
@@ -101,14 +125,17 @@ class ResultStore:
         state: TrackerState,
         changes: list[EventChange],
         segments: list[SegmentRecord],
+        clip_ttl: int | None = None,
     ) -> None:
-        k, ex = self.keys, self.ttl
+        k, ex = self.keys, clip_ttl or self.ttl
         sid = result.stream_id
         pipe.set(result_key, result.model_dump_json(), ex=ex)
         pipe.zadd(k.results(sid), {result_key: result.t_start})
         pipe.sadd(k.streams, sid)
         for change in changes:
             event = change.event
+            if change.thumbnail_jpeg_b64 is not None:
+                pipe.set(k.thumbnail(event.event_id), base64.b64decode(change.thumbnail_jpeg_b64), ex=ex)
             pipe.set(k.event(event.event_id), event.model_dump_json(), ex=ex)
             pipe.zadd(k.events(sid), {event.event_id: event.start})
             entry = {"kind": change.kind, "data": change.model_dump_json()}

@@ -30,11 +30,12 @@ from vstream.model.base import ModelBackend
 from vstream.model.factory import make_backend
 from vstream.names import Keys, Topics
 from vstream.schema import ClipMessage, SchemaError, decode_clip
-from vstream.store import ResultStore
+from vstream.store import ResultStore, load_segments
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+SUMMARY_EVERY_CLIPS = 10
 EXIT_STUCK = 3
 
 
@@ -48,6 +49,7 @@ class InferWorker:
         self.redis = redis.Redis.from_url(settings.redis.url)
         self.store = ResultStore(self.redis, self.keys, retention_s=settings.retention_s)
         self._backend = backend
+        self._active_backend: ModelBackend | None = backend
         self.stopping = threading.Event()
         self.processed = 0
 
@@ -62,6 +64,7 @@ class InferWorker:
             },
         )
         backend = self._backend or make_backend(self.settings.model)
+        self._active_backend = backend
         m = self.settings.model
         analyzer = ClipAnalyzer(
             backend,
@@ -191,6 +194,10 @@ class InferWorker:
         )
         self.redis.delete(self.keys.clip_attempts(clip.clip_id))
         self.processed += 1
+        if clip.task == "segments" and (
+            clip.last or clip.index % SUMMARY_EVERY_CLIPS == SUMMARY_EVERY_CLIPS - 1
+        ):
+            self._summarize(clip)
         outcome = commit.outcome if a.result.ok else f"{commit.outcome}-parse-failure"
         logger.info(
             "clip %s stream=%s outcome=%s queue_delay_s=%.2f model_s=%.2f events=%d changes=%d tokens=%d",
@@ -204,6 +211,29 @@ class InferWorker:
             a.result.visual_tokens,
         )
         return True
+
+    def _summarize(self, clip: ClipMessage) -> None:
+        """Refresh the stream's lecture summary (partial until its last clip); a failure only logs."""
+        from vstream.journeys.lecture import summarize
+
+        try:
+            segments = load_segments(self.redis, self.keys, clip.stream_id)
+            summary = summarize(clip.stream_id, segments, self._analyzer_backend(), partial=not clip.last)
+            ttl = clip.retention_s or self.settings.retention_s
+            self.redis.set(self.keys.summary(clip.stream_id), summary.model_dump_json(), ex=ttl)
+            logger.info(
+                "summary stream=%s chapters=%d partial=%s covered_until=%.1f",
+                clip.stream_id,
+                len(summary.chapters),
+                summary.partial,
+                summary.covered_until,
+            )
+        except Exception:  # the summary is derived data: never lose the clip's result over it
+            logger.exception("summary of stream %s failed", clip.stream_id)
+
+    def _analyzer_backend(self) -> ModelBackend:
+        assert self._active_backend is not None
+        return self._active_backend
 
     def _dead_letter(
         self,

@@ -102,6 +102,9 @@ class Event(_Wire):
     )
     model_id: str = ""
     prompt_hash: str = ""
+    thumbnail_t: float | None = Field(
+        None, description="Media time of the key frame (GET .../thumbnail.jpg)."
+    )
     version: int = Field(1, description="Bumped on every update, for feeds and caches.")
     updated_at: float = Field(default_factory=time.time)
 
@@ -112,3 +115,7 @@ class EventChange(_Wire):
     schema_version: Literal[1] = SCHEMA_VERSION
     kind: Literal["open", "update", "close"]
     event: Event
+    thumbnail_jpeg_b64: str | None = Field(
+        None,
+        description="Key frame of the event (JPEG, base64), on open and on updates that raise confidence.",
+    )
