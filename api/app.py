@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
 def _include_routes(app: FastAPI) -> None:
     import importlib
 
-    for name in ("health", "keys", "jobs", "results", "feed", "webhooks"):
+    for name in ("health", "keys", "jobs", "results", "feed", "webhooks", "journeys"):
         try:
             module = importlib.import_module(f"api.routes.{name}")
         except ModuleNotFoundError as exc:

@@ -180,6 +180,9 @@ def _record(res: Resources, body: JobCreate, idempotency_key: str | None) -> tup
             realtime=body.realtime,
             task=body.task,
             event_types=list(body.event_types),
+            preset=body.preset,
+            sport=body.sport if body.preset == "sports" else None,
+            retention_s=body.retention_s,
         )
     except ValidationError as exc:
         raise refuse("body", exc.errors()[0]["msg"]) from exc

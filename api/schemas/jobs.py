@@ -71,11 +71,42 @@ class JobCreate(BaseModel):
     )
     gate: GateParams = Field(GateParams(), description="Skip clips without motion.")
     realtime: bool = Field(False, description="Replay a file at real speed, as if it were live.")
+    preset: Literal["surveillance", "sports", "lecture"] | None = Field(
+        None,
+        description="A user journey's defaults for task, event_types, params and gate (given fields win).",
+    )
+    sport: str | None = Field(None, description="With preset 'sports': soccer, basketball or tennis.")
+    retention_s: int | None = Field(
+        None, ge=60, le=366 * 86400, description="Keep this stream's results this long (default: server's)."
+    )
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": list(JOB_CREATE_EXAMPLES.values())},
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        from vstream.presets import preset
+
+        try:
+            p = preset(
+                str(data["preset"]),
+                sport=data.get("sport") or "soccer",
+                event_types=tuple(data.get("event_types") or ()),
+            )
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        filled = dict(data)
+        filled.setdefault("task", p.task)
+        if p.task == "events":
+            filled["event_types"] = list(p.event_types)
+        filled.setdefault("params", p.params.model_dump())
+        filled.setdefault("gate", p.gate.model_dump())
+        return filled
 
     @field_validator("stream_id")
     @classmethod

@@ -2,7 +2,8 @@
 "the model" says (e.g. one event per clip), behind the same interface as the real backends.
 
 The script is a JSON file: ``{"delay_s": 0.1, "outputs": {"events": "<answer text>", ...}}``; the answer
-for a clip is the text for its task with ``{clip_id}`` and ``{index}`` substituted.
+for a clip is the text for its task with ``{clip_id}`` and ``{index}`` substituted. A list of texts is
+used in turn: clip ``i`` gets item ``i % len``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from vstream.model.base import BackendError, ClipInput, Generation, TaskSpec
 
 
 class ScriptedBackend:
-    def __init__(self, outputs: dict[str, str], *, delay_s: float = 0.0, model_id: str = "scripted") -> None:
+    def __init__(
+        self, outputs: dict[str, str | list[str]], *, delay_s: float = 0.0, model_id: str = "scripted"
+    ) -> None:
         self.outputs, self.delay_s, self.model_id = outputs, delay_s, model_id
 
     @classmethod
@@ -34,35 +37,27 @@ class ScriptedBackend:
         )
 
     def generate(self, clips: Sequence[ClipInput], task: TaskSpec) -> list[Generation]:
-        out = []
-        for clip in clips:
-            started = time.monotonic()
-            time.sleep(self.delay_s)
-            text = self.outputs.get(task.name)
-            if text is None:
-                out.append(
-                    Generation(error=f"the script has no output for task {task.name!r}", retryable=False)
-                )
-                continue
-            index = clip.clip_id.rsplit("-", 1)[-1]
-            text = text.replace("{clip_id}", clip.clip_id).replace(
-                "{index}", str(int(index)) if index.isdigit() else index
-            )
-            out.append(
-                Generation(
-                    text=text,
-                    seconds=time.monotonic() - started,
-                    visual_tokens=(len(clip.frames) // 2) * (clip.height // 28) * (clip.width // 28),
-                )
-            )
-        return out
+        return [self._one(clip, task) for clip in clips]
+
+    def _one(self, clip: ClipInput, task: TaskSpec) -> Generation:
+        started = time.monotonic()
+        time.sleep(self.delay_s)
+        script = self.outputs.get(task.name)
+        if script is None:
+            return Generation(error=f"the script has no output for task {task.name!r}", retryable=False)
+        suffix = clip.clip_id.rsplit("-", 1)[-1]
+        index = int(suffix) if suffix.isdigit() else 0
+        text = script[index % len(script)] if isinstance(script, list) else script
+        text = text.replace("{clip_id}", clip.clip_id).replace("{index}", str(index))
+        tokens = (len(clip.frames) // 2) * (clip.height // 28) * (clip.width // 28)
+        return Generation(text=text, seconds=time.monotonic() - started, visual_tokens=tokens)
 
     def generate_text(
         self, prompts: Sequence[str], *, max_new_tokens: int = 1024, thinking: bool = False
     ) -> list[Generation]:
         """The script's ``text`` output for every prompt (``{n}``: the prompt's position)."""
         text = self.outputs.get("text")
-        if text is None:
+        if not isinstance(text, str):
             return [Generation(error="the script has no 'text' output", retryable=False) for _ in prompts]
         return [Generation(text=text.replace("{n}", str(n))) for n in range(len(prompts))]
 
