@@ -7,12 +7,12 @@ The model's text is scripted (a backend behind the same interface) because each 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,7 +51,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(200)
@@ -272,9 +272,7 @@ def test_lecture_gives_ordered_chapters_and_a_summary(
     chapters = summary["chapters"]
     assert [c["number"] for c in chapters] == list(range(1, len(chapters) + 1)) and len(chapters) >= 2
     assert chapters[0]["start"] == 0.0 and chapters[-1]["end"] >= 85.0
-    assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(chapters, chapters[1:], strict=False)), (
-        "in order"
-    )
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(chapters)), "in order"
     assert all(c["summary"].startswith("The lecture covers energy") for c in chapters)
     assert summary["summary"].startswith("The lecture covers energy") and summary["key_points"]
     md = api.get("/v1/streams/physics-101/summary.md", headers=headers)
