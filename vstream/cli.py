@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--thinking", action="store_true", help="turn GLM's thinking mode on")
     analyze.add_argument("--json", action="store_true", help="one JSON object per clip and per event change")
 
+    serve = sub.add_parser("serve", help="run the HTTP API (FastAPI + uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+
     model = sub.add_parser("model", help="model utilities")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     tiny = model_sub.add_parser(
@@ -226,6 +231,18 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
     return run_analyze(args, settings, request_from_args(args, settings))
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    if args.workers > 1:  # each process builds its own app (and reads the same VSTREAM_* settings)
+        uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
+        return 0
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     from vstream.model.tiny import make_tiny_checkpoint
 
@@ -250,6 +267,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "sample-video": cmd_sample_video,
     "analyze": cmd_analyze,
     "model": cmd_model,
+    "serve": cmd_serve,
 }
 
 
