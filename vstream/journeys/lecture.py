@@ -46,7 +46,30 @@ class KeyPoint(_Wire):
     text: str
 
 
+_SUMMARY_EXAMPLE = {
+    "schema_version": 1,
+    "stream_id": "physics-101",
+    "chapters": [
+        {
+            "number": 1,
+            "title": "Introduction",
+            "start": 0.0,
+            "end": 312.0,
+            "summary": "The speaker introduces energy and why it is conserved.",
+        }
+    ],
+    "key_points": [{"t": 0.0, "text": "Introduction"}, {"t": 95.0, "text": "Kinetic energy"}],
+    "summary": "An introductory lecture on energy: kinetic and potential energy and their conservation.",
+    "partial": False,
+    "covered_until": 3120.0,
+    "model_id": "zai-org/GLM-4.5V",
+    "updated_at": 1795219890.4,
+}
+
+
 class LectureSummary(_Wire):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [_SUMMARY_EXAMPLE]})
+
     schema_version: int = 1
     stream_id: str
     chapters: list[Chapter]
