@@ -31,6 +31,8 @@ LOCK_FILE="$VAR_DIR/.lock"
 
 log() { echo "[redis] $*"; }
 err() { echo "[redis] ERROR: $*" >&2; }
+# shellcheck source=deploy/local/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 die() { err "$*"; exit 1; }
 
 usage() {
@@ -168,7 +170,7 @@ cmd_start() {
 
 cmd_stop() {
   take_lock
-  local pid deadline
+  local pid
   pid="$(our_pid)"
   if [[ -z "$pid" ]]; then
     rm -f "$PID_FILE"
@@ -179,17 +181,7 @@ cmd_stop() {
     fi
     return 0
   fi
-  log "stopping pid $pid (SIGTERM, up to ${STOP_TIMEOUT}s)"
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-    sleep 0.2
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
-  fi
+  stop_pid "$pid" "$STOP_TIMEOUT"
   rm -f "$PID_FILE" "$PORT_FILE"
   log "stopped"
 }
