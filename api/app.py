@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry
 
 from api import problems
 from api.deps import Resources
@@ -17,6 +18,7 @@ from vstream import __version__
 from vstream.config import Settings, load_settings
 from vstream.jobs import JobStore
 from vstream.kafka_io import ensure_topics, make_producer
+from vstream.metrics import CachedLag, RedisCollector
 from vstream.names import Keys, Topics
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
             topics=topics,
             key_store=KeyStore(client, keys),
             jobs=JobStore(sync_client, keys, settings.job_lease_s),
+            metrics_registry=_registry(settings, sync_client, keys, topics),
         )
         try:
             yield
@@ -64,6 +67,13 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
     _limit_body(app, settings.api.max_body_bytes)
     _include_routes(app)
     return app
+
+
+def _registry(settings: Settings, client: redis.Redis, keys: Keys, topics: Topics) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    groups = {"vstream-infer": topics.clips, "vstream-ingest": topics.ingest_requests}
+    registry.register(RedisCollector(client, keys, CachedLag(settings.kafka.bootstrap, groups)))
+    return registry
 
 
 def _include_routes(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 from kafka import KafkaProducer
+from prometheus_client import CollectorRegistry
 from redis import Redis
 
 from api.keys import KeyStore, Principal
@@ -28,6 +29,7 @@ class Resources:
     topics: Topics
     key_store: KeyStore
     jobs: JobStore
+    metrics_registry: CollectorRegistry
 
 
 def resources(request: Request) -> Resources:

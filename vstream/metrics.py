@@ -1,14 +1,120 @@
-"""Prometheus metrics shared by the workers and the API."""
+"""Cluster-wide counters: every worker adds to one Redis hash; the API's ``/metrics`` exports them (with
+Kafka consumer lag) in Prometheus format, so one scrape sees the whole deployment."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 
-CLIPS_PRODUCED = Counter("vstream_clips_produced_total", "Clips published to Kafka", ["stream"])
-CLIPS_GATED = Counter("vstream_clips_gated_total", "Clips skipped by the motion gate", ["stream"])
-CLIPS_CLAIM_CHECKED = Counter("vstream_clips_claim_checked_total", "Clips sent through the blob store")
-FRAMES_DROPPED = Counter(
-    "vstream_live_frames_dropped_total", "Live frames dropped by a full buffer", ["stream"]
-)
-INGEST_JOBS = Counter("vstream_ingest_jobs_total", "Ingest job runs by outcome", ["outcome"])
-INGEST_SECONDS = Histogram("vstream_ingest_job_seconds", "Wall time of one ingest job run")
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from vstream.names import Keys
+
+logger = logging.getLogger(__name__)
+
+HELP = {
+    "clips_produced": "Clips published to Kafka by ingest workers",
+    "clips_gated": "Clips skipped by the motion gate",
+    "live_frames_dropped": "Live frames dropped because downstream was slower than the source",
+    "clips_claim_checked": "Clips sent through the claim-check blob store",
+    "ingest_jobs": "Ingest job runs by outcome",
+    "clips_analysed": "Clips analysed by infer workers, by outcome",
+    "parse_failures": "Model answers that could not be parsed (stored with their raw text)",
+    "model_seconds": "Seconds of model time spent on clips",
+    "dead_letter": "Clips sent to the dead-letter topic",
+}
+
+
+class Counters:
+    """Workers' side: ``add("clips_gated", 3, stream="cam-1")``. Best effort: metrics never fail work."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.r, self.key = client, keys.metrics
+
+    def add(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        if name not in HELP:
+            raise ValueError(f"unknown metric {name!r}")
+        if not amount:
+            return
+        field = name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        try:
+            self.r.hincrbyfloat(self.key, field, amount)
+        except redis.RedisError as exc:
+            logger.debug("metric %s not recorded: %s", name, exc)
+
+
+def _parse(field: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = field.partition("|")
+    labels = dict(pair.split("=", 1) for pair in rest.split(",") if "=" in pair)
+    return name, labels
+
+
+class RedisCollector(Collector):
+    """API side: turns the hash into Prometheus counters, plus a consumer-lag gauge from ``lag()``."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, lag: Callable[[], dict[tuple[str, str], int]]
+    ) -> None:
+        self.r, self.key, self.lag = client, keys.metrics, lag
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        series: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        raw: dict[bytes, bytes] = self.r.hgetall(self.key)  # type: ignore[assignment]
+        for raw_field, raw_value in raw.items():
+            name, labels = _parse(raw_field.decode())
+            if name in HELP:
+                series[name].append((labels, float(raw_value)))
+        for name, points in sorted(series.items()):
+            label_names = sorted({k for labels, _ in points for k in labels})
+            family = CounterMetricFamily(f"vstream_{name}", HELP[name], labels=label_names)
+            for labels, value in points:
+                family.add_metric([labels.get(k, "") for k in label_names], value)
+            yield family
+        gauge = GaugeMetricFamily(
+            "vstream_consumer_lag", "Messages not yet consumed", labels=["group", "topic"]
+        )
+        for (group, topic), value in sorted(self.lag().items()):
+            gauge.add_metric([group, topic], value)
+        yield gauge
+
+
+class CachedLag:
+    """Consumer lag per (group, topic), refreshed at most every ``ttl_s`` (scrapes are frequent)."""
+
+    def __init__(self, bootstrap: str, groups: dict[str, str], ttl_s: float = 10.0) -> None:
+        self.bootstrap, self.groups, self.ttl_s = bootstrap, groups, ttl_s
+        self._at, self._value = 0.0, {}  # type: ignore[var-annotated]
+
+    def __call__(self) -> dict[tuple[str, str], int]:
+        if time.monotonic() - self._at > self.ttl_s:
+            try:
+                self._value = self._measure()
+            except Exception as exc:  # Kafka down: report no lag rather than failing the whole scrape
+                logger.warning("consumer lag unavailable: %s", exc)
+                self._value = {}
+            self._at = time.monotonic()
+        return dict(self._value)
+
+    def _measure(self) -> dict[tuple[str, str], int]:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap.split(","), request_timeout_ms=5000)
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap.split(","), request_timeout_ms=5000)
+        try:
+            out: dict[tuple[str, str], int] = {}
+            for group, topic in self.groups.items():
+                committed = {
+                    tp: om.offset
+                    for tp, om in admin.list_consumer_group_offsets(group).items()
+                    if tp.topic == topic
+                }
+                ends = consumer.end_offsets(list(committed)) if committed else {}
+                out[(group, topic)] = sum(max(0, ends[tp] - off) for tp, off in committed.items())
+            return out
+        finally:
+            admin.close()
+            consumer.close()

@@ -137,6 +137,11 @@ class Keys:
         return f"{self.prefix}webhook-cursor"
 
     @property
+    def metrics(self) -> str:
+        """Hash of cluster-wide counters (``name|label=value,...`` -> number), see vstream.metrics."""
+        return f"{self.prefix}metrics"
+
+    @property
     def streams(self) -> str:
         """Set of stream ids that have results."""
         return f"{self.prefix}streams"

@@ -26,6 +26,7 @@ from vstream.analysis.analyzer import Analysis, ClipAnalyzer
 from vstream.blobstore import LocalBlobStore
 from vstream.config import Settings
 from vstream.kafka_io import ensure_topics, make_consumer, make_producer
+from vstream.metrics import Counters
 from vstream.model.base import ModelBackend
 from vstream.model.factory import make_backend
 from vstream.names import Keys, Topics
@@ -48,6 +49,7 @@ class InferWorker:
         self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
         self.redis = redis.Redis.from_url(settings.redis.url)
         self.store = ResultStore(self.redis, self.keys, retention_s=settings.retention_s)
+        self.counters = Counters(self.redis, self.keys)
         self._backend = backend
         self._active_backend: ModelBackend | None = backend
         self.stopping = threading.Event()
@@ -199,6 +201,10 @@ class InferWorker:
         ):
             self._summarize(clip)
         outcome = commit.outcome if a.result.ok else f"{commit.outcome}-parse-failure"
+        self.counters.add("clips_analysed", outcome=commit.outcome)
+        self.counters.add("model_seconds", a.result.model_seconds)
+        if not a.result.ok:
+            self.counters.add("parse_failures", stream=clip.stream_id)
         logger.info(
             "clip %s stream=%s outcome=%s queue_delay_s=%.2f model_s=%.2f events=%d changes=%d tokens=%d",
             clip.clip_id,
@@ -250,6 +256,7 @@ class InferWorker:
             else (clip.model_dump_json(exclude={"frames"}).encode() if clip else b"")
         )
         producer.send(self.topics.dead_letter, key=key, value=payload, headers=headers)
+        self.counters.add("dead_letter")
         logger.error("clip %s outcome=dead-letter error=%s", clip.clip_id if clip else "?", error)
 
     def _stuck(self, clips: Sequence[ClipMessage]) -> None:

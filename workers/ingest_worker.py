@@ -27,7 +27,7 @@ from vstream.ingest import IngestStats, describe, open_for, run_ingest
 from vstream.jobs import ACTIVE, JobStore
 from vstream.kafka_io import ClipPublisher, ensure_topics, make_consumer, make_producer
 from vstream.media.frames import SourceError
-from vstream.metrics import CLIPS_CLAIM_CHECKED, CLIPS_GATED, CLIPS_PRODUCED, FRAMES_DROPPED, INGEST_JOBS
+from vstream.metrics import Counters
 from vstream.names import Keys, Topics
 from vstream.schema import ClipMessage, IngestError, IngestRequest
 
@@ -46,13 +46,15 @@ class _Running:
 class _ProgressSink:
     """Publishes clips and saves the acknowledged index as it advances."""
 
-    def __init__(self, publisher: ClipPublisher, jobs: JobStore, req: IngestRequest) -> None:
-        self.publisher, self.jobs, self.req = publisher, jobs, req
+    def __init__(
+        self, publisher: ClipPublisher, jobs: JobStore, req: IngestRequest, counters: Counters
+    ) -> None:
+        self.publisher, self.jobs, self.req, self.counters = publisher, jobs, req, counters
         self.saved = publisher.acked_index
 
     def send(self, msg: ClipMessage) -> None:
         self.publisher.send(msg)
-        CLIPS_PRODUCED.labels(self.req.stream_id).inc()
+        self.counters.add("clips_produced", stream=self.req.stream_id)
         self.save()
 
     def save(self) -> None:
@@ -75,6 +77,7 @@ class JobRunner:
             owner,
         )
         self.blobs = LocalBlobStore(settings.blobs.root)
+        self.counters = Counters(jobs.r, jobs.keys)
 
     def run(self, job_id: str, stop: threading.Event) -> str:
         state = self.jobs.get(job_id)
@@ -99,7 +102,7 @@ class JobRunner:
             outcome = self._fail(req, state.attempts + 1, str(exc), fatal=exc.fatal)
         except (KafkaError, redis.RedisError, OSError) as exc:
             outcome = self._fail(req, state.attempts + 1, f"{type(exc).__name__}: {exc}", fatal=False)
-        INGEST_JOBS.labels(outcome).inc()
+        self.counters.add("ingest_jobs", outcome=outcome)
         logger.info(
             "ingest job=%s stream=%s outcome=%s queue_delay_s=%.2f resumed_from=%d %s",
             job_id,
@@ -120,15 +123,15 @@ class JobRunner:
             self.settings.kafka.max_message_bytes,
         )
         publisher.acked_index = start_index - 1
-        sink = _ProgressSink(publisher, self.jobs, req)
+        sink = _ProgressSink(publisher, self.jobs, req, self.counters)
         stats = run_ingest(
             req, source, sink, quality=self.settings.clips.jpeg_quality, start_index=start_index, stop=stop
         )
         publisher.flush(timeout_s=self.settings.kafka.request_timeout_ms / 1000 * 4)
         sink.save()
-        CLIPS_GATED.labels(req.stream_id).inc(stats.gated)
-        FRAMES_DROPPED.labels(req.stream_id).inc(stats.dropped_frames)
-        CLIPS_CLAIM_CHECKED.inc(publisher.claim_checked)
+        self.counters.add("clips_gated", stats.gated, stream=req.stream_id)
+        self.counters.add("live_frames_dropped", stats.dropped_frames, stream=req.stream_id)
+        self.counters.add("clips_claim_checked", publisher.claim_checked)
         return stats
 
     def _fail(self, req: IngestRequest, attempts: int, error: str, *, fatal: bool) -> str:

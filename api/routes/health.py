@@ -8,7 +8,6 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-import vstream.metrics  # noqa: F401  (registers vstream's metrics with the default registry)
 from api.deps import Res
 from api.problems import problem_response
 
@@ -57,8 +56,11 @@ async def _kafka(res: Res) -> str:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(res: Res) -> Response:
+    """The whole deployment's counters (workers write them to Redis) and Kafka consumer lag."""
+    registry = res.metrics_registry
+    body = await asyncio.to_thread(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ping", include_in_schema=False)

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,7 +47,7 @@ class KeyPoint(_Wire):
     text: str
 
 
-_SUMMARY_EXAMPLE = {
+_SUMMARY_EXAMPLE: dict[str, Any] = {
     "schema_version": 1,
     "stream_id": "physics-101",
     "chapters": [
