@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
             jobs=JobStore(sync_client, keys, settings.job_lease_s),
             metrics_registry=_registry(settings, sync_client, keys, topics),
         )
+        gc.freeze()  # start-up objects leave the GC's view: full collections paused requests for 40-67 ms
         try:
             yield
         finally:

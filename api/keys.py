@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from vstream.names import Keys
 
 KEY_ID_LENGTH = 16
+CACHE_S = 5.0  # a revoked key keeps working for at most this long on an API process
 
 
 def hash_key(key: str) -> str:
@@ -41,6 +42,7 @@ class KeyStore:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.r: Any = client  # redis-py's async stubs type every reply as a union; the values are bytes
         self.keys = keys
+        self._cache: dict[str, tuple[float, Principal]] = {}
 
     async def create(self, name: str, streams: list[str]) -> tuple[str, str]:
         """Returns (key id, plaintext key); the plaintext is never stored."""
@@ -52,10 +54,20 @@ class KeyStore:
         return digest[:KEY_ID_LENGTH], key
 
     async def lookup(self, key: str) -> Principal | None:
-        raw = await self.r.hgetall(self.keys.api_key(hash_key(key)))
+        """Known keys are cached for CACHE_S (one Redis round trip less per request); unknown ones never."""
+        digest = hash_key(key)
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        raw = await self.r.hgetall(self.keys.api_key(digest))
         if not raw:
+            self._cache.pop(digest, None)
             return None
-        return Principal(name=_s(raw[b"name"]), streams=tuple(json.loads(raw[b"streams"])))
+        found = Principal(name=_s(raw[b"name"]), streams=tuple(json.loads(raw[b"streams"])))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic() + CACHE_S, found)
+        return found
 
     async def list(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -79,6 +91,7 @@ class KeyStore:
         for digest in await self.r.smembers(self.keys.api_keys):
             if _s(digest)[:KEY_ID_LENGTH] == key_id:
                 await self.r.delete(self.keys.api_key(_s(digest)))
+                self._cache.pop(_s(digest), None)  # this process forgets it at once; others within CACHE_S
                 await self.r.srem(self.keys.api_keys, digest)
                 return True
         return False

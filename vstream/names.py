@@ -89,6 +89,11 @@ class Keys:
         """Sorted set of segment ids by start time."""
         return f"{self.prefix}segments:{stream_id}"
 
+    def spans(self, stream_id: str) -> str:
+        """Sorted set: collection name (events, segments, captions) -> longest ``end - start`` of its records
+        in the stream, so a time-range query can start far enough back to find every overlapping record."""
+        return f"{self.prefix}spans:{stream_id}"
+
     def captions(self, stream_id: str) -> str:
         """Sorted set of CaptionRecord JSON by start time."""
         return f"{self.prefix}captions:{stream_id}"

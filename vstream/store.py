@@ -138,15 +138,25 @@ class ResultStore:
                 pipe.set(k.thumbnail(event.event_id), base64.b64decode(change.thumbnail_jpeg_b64), ex=ex)
             pipe.set(k.event(event.event_id), event.model_dump_json(), ex=ex)
             pipe.zadd(k.events(sid), {event.event_id: event.start})
+            pipe.zadd(k.spans(sid), {"events": event.end - event.start}, gt=True)
             entry = {"kind": change.kind, "data": change.model_dump_json()}
             pipe.xadd(k.feed(sid), entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
             pipe.xadd(k.feed_all, entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
         for seg in segments:
             pipe.set(k.segment(seg.segment_id), seg.model_dump_json(), ex=ex)
             pipe.zadd(k.segments(sid), {seg.segment_id: seg.start})
+            pipe.zadd(k.spans(sid), {"segments": seg.end - seg.start}, gt=True)
         if result.caption is not None:
             pipe.zadd(k.captions(sid), {result.caption.model_dump_json(): result.caption.start})
+            pipe.zadd(k.spans(sid), {"captions": result.caption.end - result.caption.start}, gt=True)
         pipe.set(tracker_key, state.model_dump_json(), ex=ex)
         if ex:
-            for key in (k.results(sid), k.events(sid), k.segments(sid), k.captions(sid), k.feed(sid)):
+            for key in (
+                k.results(sid),
+                k.events(sid),
+                k.segments(sid),
+                k.captions(sid),
+                k.feed(sid),
+                k.spans(sid),
+            ):
                 pipe.expire(key, ex)

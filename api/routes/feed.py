@@ -88,7 +88,7 @@ def _wanted(caller: Principal, streams: list[str] | None) -> set[str] | None:
         return None
     wanted = {s.strip() for item in streams for s in item.split(",") if s.strip()}
     for stream_id in sorted(wanted):
-        if not STREAM_ID.match(stream_id):
+        if not STREAM_ID.fullmatch(stream_id):
             message = f"{stream_id!r} is not a stream id"
             raise Problem(
                 422,

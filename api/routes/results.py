@@ -2,19 +2,24 @@
 
 Every time-ranged collection is a Redis sorted set scored by the records' start (media seconds), written by
 ``vstream.store.ResultStore``: of record ids whose JSON lies under its own key (events, segments), or of
-the record JSON itself (captions). A query
+the record JSON itself (captions). One page is one Redis call, the Lua script ``PAGE_LUA``, which
 
 * reads the set by score from ``start - span`` to ``end``, where ``span`` is the longest record of that
   collection in the stream (:func:`spans_key`), so every record overlapping ``[start, end]`` is found;
   records starting before ``start`` are kept only if they end at or after it;
-* pages by (score, member) after an opaque cursor: the position of the last record *read*, so a page never
-  repeats or skips a record, whatever is added meanwhile;
-* answers with the stored JSON bytes joined together. Bodies are parsed only where a filter needs them
-  (records starting before ``start``; label, confidence, state, wall-clock filters), and such scans stop
-  after ``SCAN_BUDGET`` records with a cursor to go on from.
+* pages by (score, member) after the cursor: the position of the last record *read*, so pages never repeat
+  or skip a record, whatever is added meanwhile; records sharing a start time are ordered by member;
+* returns the stored JSON of the page joined with commas: Python adds the brackets and the cursor and never
+  parses a record. Records are decoded (by Redis' cjson) only where needed: those starting before
+  ``start``, and all of them under a label, confidence, state or wall-clock filter; such a scan stops after
+  ``SCAN_BUDGET`` records with a cursor to go on from (a page may then be short, even empty).
+
+Why one script: per request, each redis-py command costs about as much CPU as a whole ``/ping``, and
+FastAPI's parameter validation as much again, so the listings parse their query string by hand
+(``api.schemas.results.parse_query``) and make one round trip. ``bench/api.py`` measures it.
 
 Extension point: another time-ranged collection (summaries, chapters, highlights) is one :class:`Collection`
-plus a route that calls :func:`collection_page`, taking the parameters of ``api.schemas.results``.
+plus a route calling :func:`collection_page` with ``RANGE_QUERY`` parameters, like segments below.
 """
 
 from __future__ import annotations
@@ -29,29 +34,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from redis.exceptions import NoScriptError
 
 from api.deps import Caller, Res, require_stream
 from api.problems import Problem
 from api.schemas.keys import AUTH_ERRORS, problem_doc
 from api.schemas.results import (
     ERRORS,
+    EVENT_QUERY,
+    RANGE_QUERY,
     CaptionPage,
-    Cursor,
-    End,
     EventDetail,
     EventId,
     EventPage,
-    Labels,
-    Limit,
-    MinConfidence,
     SegmentPage,
-    Start,
-    State,
     StreamId,
     StreamList,
-    WallEnd,
-    WallStart,
+    openapi_params,
+    parse_query,
 )
 from vstream.names import Keys
 from vstream.store import version_key
@@ -60,11 +61,9 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["results"])
 
 DEFAULT_LIMIT = 100
-SCAN_BUDGET = 1000  # records one request may read when filters reject most of them
-MAX_CHUNK = 250  # records read per round trip while filtering
+SCAN_BUDGET = 1000  # records one request may read (~3 ms of Redis time when it decodes them all)
 MAX_EVIDENCE_CLIPS = 100
 MAX_CLIP_SECONDS = 600.0  # ClipParams.clip_seconds <= 600: no caption (one per clip) spans more
-_TIE_SLACK = 8  # extra members read past a cursor, for records sharing the cursor's start time
 Position = tuple[float, bytes]  # (score, member) of the last record read
 Doc = dict[str, Any]
 
@@ -76,7 +75,7 @@ class Collection:
     name: str
     index: Callable[[Keys, str], str]  # the sorted set of one stream
     body: Callable[[Keys, str], str] | None  # the key of a member's JSON; None: members are the JSON
-    max_span: float | None = None  # bound on end - start when the stream has no recorded span
+    max_span: float | None = None  # bound on end - start while the stream has no recorded span
 
 
 EVENTS = Collection("events", Keys.events, Keys.event)
@@ -85,11 +84,7 @@ CAPTIONS = Collection("captions", Keys.captions, None, MAX_CLIP_SECONDS)
 
 
 def spans_key(keys: Keys, stream_id: str) -> str:
-    """Sorted set: collection name -> longest end - start of its records in the stream.
-
-    The writer keeps it with ``ZADD GT`` in its commit (see the module docstring of ``vstream.store``);
-    while it is missing, ranged queries read from the start of the set (correct, but slower)."""
-    return f"{keys.prefix}spans:{stream_id}"
+    return keys.spans(stream_id)
 
 
 @dataclass(frozen=True)
@@ -98,48 +93,32 @@ class RangeQuery:
     end: float | None
     limit: int
     cursor: str | None
-    match: Callable[[Doc], bool] | None = None  # a filter on the parsed record
-    filters: str = ""  # the filters, in the cursor's fingerprint
+    filters: str = ""  # JSON of the record filters for the script ("" for none)
 
 
 # --- routes ---------------------------------------------------------------------------------------------
 
 
-@router.get("/streams", response_model=StreamList, responses=AUTH_ERRORS, summary="List the streams")
+@router.get("/streams", response_model=StreamList, responses=AUTH_ERRORS, summary="List streams")
 async def list_streams(res: Res, caller: Caller) -> StreamList:
     """Stream ids that have results and that this key may see."""
     members = cast(set[bytes], await res.redis.smembers(res.keys.streams))
     return StreamList(items=sorted(s for s in (m.decode() for m in members) if caller.may_see(s)))
 
 
-@router.get("/streams/{stream_id}/events", responses={200: {"model": EventPage}, **ERRORS})
-async def list_events(
-    res: Res,
-    caller: Caller,
-    stream_id: StreamId,
-    start: Start = None,
-    end: End = None,
-    wall_start: WallStart = None,
-    wall_end: WallEnd = None,
-    label: Labels = None,
-    min_confidence: MinConfidence = None,
-    state: State = None,
-    limit: Limit | None = None,
-    cursor: Cursor = None,
-) -> Response:
-    """Events overlapping a media-time and/or wall-clock range, oldest first, with optional filters."""
+@router.get(
+    "/streams/{stream_id}/events",
+    responses={200: {"model": EventPage}, **ERRORS},
+    openapi_extra=openapi_params(EVENT_QUERY),
+    summary="List events",
+)
+async def list_events(request: Request, res: Res, caller: Caller, stream_id: StreamId) -> Response:
+    """Events overlapping a media-time and/or wall-clock range, by start time, with optional filters."""
     require_stream(caller, stream_id)
-    check_range("start", start, "end", end)
-    check_range("wall_start", wall_start, "wall_end", wall_end)
-    labels = sorted(set(label)) if label else None
-    query = RangeQuery(
-        start,
-        end,
-        page_limit(res, limit),
-        cursor,
-        event_filter(labels, min_confidence, state, wall_start, wall_end),
-        repr((wall_start, wall_end, labels, min_confidence, state)),
-    )
+    p = parse_query(request.query_params, EVENT_QUERY)
+    check_range("start", p.get("start"), "end", p.get("end"))
+    check_range("wall_start", p.get("wall_start"), "wall_end", p.get("wall_end"))
+    query = RangeQuery(p.get("start"), p.get("end"), page_limit(res, p), p.get("cursor"), event_filters(p))
     return await collection_page(res, EVENTS, stream_id, query)
 
 
@@ -152,6 +131,7 @@ async def list_events(
         ),
         **ERRORS,
     },
+    summary="Get one event with its evidence",
 )
 async def get_event(res: Res, caller: Caller, event_id: EventId) -> Response:
     """One event with its evidence: clip ids, frame timestamps, boxes, and what each clip saw."""
@@ -164,52 +144,44 @@ async def get_event(res: Res, caller: Caller, event_id: EventId) -> Response:
     return _json(json.dumps(doc, separators=(",", ":")).encode())
 
 
-@router.get("/streams/{stream_id}/segments", responses={200: {"model": SegmentPage}, **ERRORS})
-async def list_segments(
-    res: Res,
-    caller: Caller,
-    stream_id: StreamId,
-    start: Start = None,
-    end: End = None,
-    limit: Limit | None = None,
-    cursor: Cursor = None,
-) -> Response:
-    """Segments (the stream's chapters) overlapping a media-time range, oldest first."""
-    require_stream(caller, stream_id)
-    check_range("start", start, "end", end)
-    return await collection_page(
-        res, SEGMENTS, stream_id, RangeQuery(start, end, page_limit(res, limit), cursor)
-    )
+@router.get(
+    "/streams/{stream_id}/segments",
+    responses={200: {"model": SegmentPage}, **ERRORS},
+    openapi_extra=openapi_params(RANGE_QUERY),
+    summary="List segments",
+)
+async def list_segments(request: Request, res: Res, caller: Caller, stream_id: StreamId) -> Response:
+    """Segments (the stream's chapters) overlapping a media-time range, by start time."""
+    return await _range_route(request, res, caller, SEGMENTS, stream_id)
 
 
-@router.get("/streams/{stream_id}/captions", responses={200: {"model": CaptionPage}, **ERRORS})
-async def list_captions(
-    res: Res,
-    caller: Caller,
-    stream_id: StreamId,
-    start: Start = None,
-    end: End = None,
-    limit: Limit | None = None,
-    cursor: Cursor = None,
+@router.get(
+    "/streams/{stream_id}/captions",
+    responses={200: {"model": CaptionPage}, **ERRORS},
+    openapi_extra=openapi_params(RANGE_QUERY),
+    summary="List captions",
+)
+async def list_captions(request: Request, res: Res, caller: Caller, stream_id: StreamId) -> Response:
+    """Clip captions overlapping a media-time range, by start time."""
+    return await _range_route(request, res, caller, CAPTIONS, stream_id)
+
+
+async def _range_route(
+    request: Request, res: Res, caller: Caller, coll: Collection, stream_id: str
 ) -> Response:
-    """Clip captions overlapping a media-time range, oldest first."""
     require_stream(caller, stream_id)
-    check_range("start", start, "end", end)
-    return await collection_page(
-        res, CAPTIONS, stream_id, RangeQuery(start, end, page_limit(res, limit), cursor)
-    )
+    p = parse_query(request.query_params, RANGE_QUERY)
+    check_range("start", p.get("start"), "end", p.get("end"))
+    query = RangeQuery(p.get("start"), p.get("end"), page_limit(res, p), p.get("cursor"))
+    return await collection_page(res, coll, stream_id, query)
 
 
 # --- validation -----------------------------------------------------------------------------------------
 
 
 def _invalid(field: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "Invalid request",
-        f"{field}: {message}",
-        errors=[{"field": f"query.{field}", "message": message}],
-    )
+    errors = [{"field": f"query.{field}", "message": message}]
+    return Problem(422, "Invalid request", f"query.{field}: {message}", errors=errors)
 
 
 def check_range(lo_name: str, lo: float | None, hi_name: str, hi: float | None) -> None:
@@ -219,8 +191,9 @@ def check_range(lo_name: str, lo: float | None, hi_name: str, hi: float | None) 
         )
 
 
-def page_limit(res: Res, limit: int | None) -> int:
+def page_limit(res: Res, params: dict[str, Any]) -> int:
     top = res.settings.api.page_limit_max
+    limit: int | None = params.get("limit")
     if limit is None:
         return min(DEFAULT_LIMIT, top)
     if limit > top:
@@ -228,28 +201,12 @@ def page_limit(res: Res, limit: int | None) -> int:
     return limit
 
 
-def event_filter(
-    labels: list[str] | None,
-    min_confidence: float | None,
-    state: str | None,
-    wall_start: float | None,
-    wall_end: float | None,
-) -> Callable[[Doc], bool] | None:
-    checks: list[Callable[[Doc], bool]] = []
-    if labels:
-        wanted = set(labels)
-        checks.append(lambda d: d["label"] in wanted)
-    if min_confidence is not None:
-        checks.append(lambda d: d["confidence"] >= min_confidence)
-    if state is not None:
-        checks.append(lambda d: d["state"] == state)
-    if wall_start is not None:
-        checks.append(lambda d: d.get("wall_end") is not None and d["wall_end"] >= wall_start)
-    if wall_end is not None:
-        checks.append(lambda d: d.get("wall_start") is not None and d["wall_start"] <= wall_end)
-    if not checks:
-        return None
-    return lambda d: all(check(d) for check in checks)
+def event_filters(p: dict[str, Any]) -> str:
+    """The script's record filters as JSON ("" when there are none: the fast path)."""
+    f: dict[str, Any] = {k: p[k] for k in ("min_confidence", "state", "wall_start", "wall_end") if k in p}
+    if p.get("label"):
+        f["labels"] = dict.fromkeys(sorted(p["label"]), True)
+    return json.dumps(f, sort_keys=True, separators=(",", ":")) if f else ""
 
 
 # --- cursor ---------------------------------------------------------------------------------------------
@@ -281,96 +238,119 @@ def decode_cursor(cursor: str, fingerprint: str) -> Position:
     return pos
 
 
-# --- the scan -------------------------------------------------------------------------------------------
+# --- one page -------------------------------------------------------------------------------------------
 
 
 async def collection_page(res: Res, coll: Collection, stream_id: str, q: RangeQuery) -> Response:
-    """One page of ``coll`` in ``stream_id``: the stored JSON of each record, joined, and the next cursor."""
+    """One page of ``coll`` in ``stream_id``: the stored JSON of its records, and the next cursor."""
     fingerprint = _fingerprint(coll, stream_id, q)
     pos = decode_cursor(q.cursor, fingerprint) if q.cursor else None
-    lo, hi = await _bounds(res, coll, stream_id, q)
-    items, last = await _scan(res, coll, coll.index(res.keys, stream_id), q, (lo, hi), pos)
-    cursor = b"null" if last is None else b'"' + encode_cursor(last, fingerprint).encode() + b'"'
-    return _json(b'{"items":[' + b",".join(items) + b'],"next_cursor":' + cursor + b"}")
+    args = (
+        coll.name,
+        "" if q.start is None else repr(q.start),
+        "+inf" if q.end is None else repr(q.end),
+        "" if pos is None else repr(pos[0]),
+        b"" if pos is None else pos[1],
+        q.limit,
+        "" if coll.body is None else coll.body(res.keys, ""),
+        "" if coll.max_span is None else repr(coll.max_span),
+        SCAN_BUDGET,
+        q.filters,
+    )
+    keys = (coll.index(res.keys, stream_id), spans_key(res.keys, stream_id))
+    items, score, member, more = await _page(res, keys, args)
+    cursor = encode_cursor((float(score), member), fingerprint).encode() if more else None
+    tail = b'"' + cursor + b'"}' if cursor else b"null}"
+    return _json(b'{"items":[' + items + b'],"next_cursor":' + tail)
 
 
-async def _bounds(res: Res, coll: Collection, stream_id: str, q: RangeQuery) -> tuple[float, float]:
-    hi = math.inf if q.end is None else q.end
-    if q.start is None:
-        return -math.inf, hi
-    span = await res.redis.zscore(spans_key(res.keys, stream_id), coll.name)
-    if span is None:
-        span = math.inf if coll.max_span is None else coll.max_span
-    return q.start - span, hi
+async def _page(res: Res, keys: tuple[str, str], args: tuple[Any, ...]) -> list[Any]:
+    try:
+        reply = await res.redis.evalsha(_PAGE_SHA, 2, *keys, *args)
+    except NoScriptError:  # a restarted or flushed Redis: load it once more
+        await res.redis.script_load(PAGE_LUA)
+        reply = await res.redis.evalsha(_PAGE_SHA, 2, *keys, *args)
+    return cast(list[Any], reply)
 
 
-async def _scan(
-    res: Res, coll: Collection, index: str, q: RangeQuery, bounds: tuple[float, float], pos: Position | None
-) -> tuple[list[bytes], Position | None]:
-    """Records after ``pos`` until the page is full: their JSON, and where to go on from (None: the end)."""
-    items: list[bytes] = []
-    scanned, chunk = 0, q.limit
-    body_key = None if coll.body is None else coll.body(res.keys, "").encode()
-    while True:
-        if q.match is not None:  # filtering: read ahead, growing the reads, within the budget
-            chunk = min(max(chunk, 2 * (q.limit - len(items)), 16), MAX_CHUNK, SCAN_BUDGET - scanned)
-        else:
-            chunk = q.limit - len(items)
-        members = await _after(res, index, bounds, pos, chunk + 1)  # one more: is there a next page?
-        batch = members[:chunk]
-        bodies = [m for m, _ in batch] if body_key is None else await _mget(res, body_key, batch)
-        for (member, score), body in zip(batch, bodies, strict=True):
-            if len(items) == q.limit:
-                return items, pos
-            pos = (score, member)
-            if body is not None and _keep(body, score, q):  # None: expired since it was indexed
-                items.append(body)
-        scanned += len(batch)
-        if len(members) <= chunk:
-            return items, None
-        if len(items) == q.limit or scanned >= SCAN_BUDGET:
-            return items, pos
-        chunk *= 2
+PAGE_LUA = """
+-- KEYS: [1] the sorted set, [2] the stream's spans (collection name -> longest end - start)
+-- ARGV: [1] collection name, [2] start or '', [3] end or '+inf', [4] cursor score or '', [5] cursor member,
+--   [6] limit, [7] key prefix of a member's JSON or '' (members are the JSON), [8] span bound when none
+--   is recorded or '' (none), [9] budget of records read, [10] record filters as JSON or ''
+-- Returns {the page's records joined by ',', score, member of the last record read, 1 if any remain}
+local start, hi, cscore, cmember = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local limit, prefix, budget = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[9])
+local f = nil
+if ARGV[10] ~= '' then f = cjson.decode(ARGV[10]) end
 
+local min = '-inf'
+if start then
+  local span = redis.call('ZSCORE', KEYS[2], ARGV[1]) or ARGV[8]
+  if span ~= '' then min = string.format('%.17g', start - tonumber(span)) end
+end
+local skipping = false  -- records at or before the cursor, which share its score, come first: skip them
+if cscore and (min == '-inf' or cscore >= tonumber(min)) then min, skipping = ARGV[4], true end
 
-async def _mget(res: Res, prefix: bytes, batch: list[tuple[bytes, float]]) -> list[bytes | None]:
-    if not batch:
-        return []
-    return cast(list[bytes | None], await res.redis.mget([prefix + m for m, _ in batch]))
+local function not_after_cursor(member, score)  -- (score, member) <= cursor, members compared bytewise
+  if tonumber(score) ~= cscore then return false end
+  if member == cmember then return true end
+  for i = 1, math.min(#member, #cmember) do
+    local a, b = string.byte(member, i), string.byte(cmember, i)
+    if a ~= b then return a < b end
+  end
+  return #member < #cmember
+end
 
+local function keep(body, score)
+  local before = start and score < start
+  if not before and not f then return true end
+  local doc = cjson.decode(body)
+  if before and doc['end'] < start then return false end
+  if not f then return true end
+  if f.labels and not f.labels[doc.label] then return false end
+  if f.min_confidence and doc.confidence < f.min_confidence then return false end
+  if f.state and doc.state ~= f.state then return false end
+  local ws, we = doc.wall_start, doc.wall_end  -- cjson.null (not a number) without a wall clock
+  if f.wall_start and not (type(we) == 'number' and we >= f.wall_start) then return false end
+  if f.wall_end and not (type(ws) == 'number' and ws <= f.wall_end) then return false end
+  return true
+end
 
-async def _after(
-    res: Res, index: str, bounds: tuple[float, float], pos: Position | None, n: int
-) -> list[tuple[bytes, float]]:
-    """Up to ``n`` (member, score) of ``index`` in ``bounds``, ordered by (score, member), after ``pos``."""
-    lo, hi = bounds
-    if pos is None or pos[0] < lo:
-        found = await res.redis.zrange(index, lo, hi, byscore=True, offset=0, num=n, withscores=True)
-        return cast(list[tuple[bytes, float]], found)
-    score, member = pos
-    offset = 0
-    while True:  # from the cursor's score, past the members with that score up to the cursor's member
-        want = n + _TIE_SLACK
-        got = cast(
-            list[tuple[bytes, float]],
-            await res.redis.zrange(index, score, hi, byscore=True, offset=offset, num=want, withscores=True),
-        )
-        skip = 0
-        while skip < len(got) and got[skip][1] == score and got[skip][0] <= member:
-            skip += 1
-        if len(got) - skip >= n or len(got) < want:
-            return got[skip : skip + n]
-        offset += skip  # more members at the cursor's score than the slack: read past them
-
-
-def _keep(body: bytes, score: float, q: RangeQuery) -> bool:
-    before = q.start is not None and score < q.start
-    if not before and q.match is None:
-        return True
-    doc = json.loads(body)
-    if before and doc["end"] < q.start:
-        return False  # starts before the range and ends before it too
-    return q.match is None or q.match(doc)
+local items, n, scanned, offset = {}, 0, 0, 0
+local last_score, last_member = ARGV[4], ARGV[5]
+local chunk = limit + 1 + (skipping and 1 or 0)  -- one more than the page: are there more?
+while true do
+  local got = redis.call('ZRANGE', KEYS[1], min, hi, 'BYSCORE', 'LIMIT', offset, chunk, 'WITHSCORES')
+  offset = offset + #got / 2
+  local bodies = nil
+  if prefix ~= '' and #got > 0 then
+    local names = {}
+    for i = 1, #got, 2 do names[#names + 1] = prefix .. got[i] end
+    bodies = redis.call('MGET', unpack(names))
+  end
+  for i = 1, #got, 2 do
+    local member, score = got[i], got[i + 1]
+    if not (skipping and not_after_cursor(member, score)) then
+      skipping = false
+      if n == limit or scanned == budget then
+        return {table.concat(items, ','), last_score, last_member, 1}
+      end
+      scanned = scanned + 1
+      last_score, last_member = score, member
+      local body = member
+      if bodies then body = bodies[(i + 1) / 2] end  -- false: expired since it was indexed
+      if body and keep(body, tonumber(score)) then
+        n = n + 1
+        items[n] = body
+      end
+    end
+  end
+  if #got < chunk * 2 then return {table.concat(items, ','), last_score, last_member, 0} end
+  chunk = math.min(chunk * 2, 512)
+end
+"""
+_PAGE_SHA = hashlib.sha1(PAGE_LUA.encode()).hexdigest()
 
 
 # --- evidence -------------------------------------------------------------------------------------------
@@ -393,14 +373,8 @@ async def _evidence(res: Res, event: Doc) -> list[Doc]:
             for o in result["observations"]
             if o["label"] == event["label"] and o["end"] >= event["start"] and o["start"] <= event["end"]
         ]
-        out.append(
-            {
-                "clip_id": result["clip_id"],
-                "t_start": result["t_start"],
-                "t_end": result["t_end"],
-                "observations": seen,
-            }
-        )
+        clip = {k: result[k] for k in ("clip_id", "t_start", "t_end")}
+        out.append({**clip, "observations": seen})
     return out
 
 

@@ -1,19 +1,22 @@
 """Schemas of the result queries and the live feed: the OpenAPI contract of ``api.routes.results``/``feed``.
 
-The routes answer with the stored JSON bytes as they are (no parse, no re-serialisation), so these models
-only describe the responses; the item models are the stored records of ``vstream.analysis.records``.
-Query parameters are declared here once (``Annotated`` aliases with descriptions and examples) so every
-time-ranged collection (events, segments, captions, and later summaries/chapters/highlights) takes the
-same parameters.
+The routes answer with the stored JSON bytes as they are (no parse, no re-serialisation), so the response
+models only describe the responses; their items are the stored records of ``vstream.analysis.records``.
+The listings' query parameters are ``QueryParam`` specs, parsed by hand and documented through
+``openapi_extra`` (see ``parse_query``); every time-ranged collection takes ``RANGE_QUERY``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.problems import Problem
 from api.schemas.keys import AUTH_ERRORS, problem_doc
 from vstream.analysis.records import CaptionRecord, Event, Observation, SegmentRecord
 from vstream.schema import STREAM_ID_PATTERN
@@ -182,66 +185,139 @@ EventId = Annotated[
     str,
     Path(description="Event id.", pattern=r"^[A-Za-z0-9._-]{1,128}$", **_ex("4f1c2a9be07d3e55")),
 ]
-Start = Annotated[
-    float | None,
-    Query(
-        description="Media seconds: items that end at or after this time (overlap with [start, end]).",
-        allow_inf_nan=False,
-        **_ex(120.0),
+# --- listing parameters, parsed by hand ------------------------------------------------------------------
+# The listings are the API's hot path: declared FastAPI parameters cost a pydantic validation each per
+# request (about as much as the whole query), so they are parsed here and documented as if declared.
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    type: Literal["number", "integer", "string"]
+    description: str
+    example: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[str, ...] = ()
+    repeat: bool = False
+    max_length: int | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": self.type}
+        for key in ("minimum", "maximum"):
+            if getattr(self, key) is not None:
+                schema[key] = getattr(self, key)
+        if self.enum:
+            schema["enum"] = list(self.enum)
+        if self.max_length is not None:
+            schema["maxLength"] = self.max_length
+        if self.repeat:
+            schema = {"type": "array", "items": schema}
+        doc = {"name": self.name, "in": "query", "required": False, "description": self.description}
+        return {**doc, "schema": schema, "examples": {"example": {"value": self.example}}}
+
+    def parse(self, raw: str) -> Any:
+        """The value, or ValueError with a message for the client."""
+        if self.type == "string":
+            if self.enum and raw not in self.enum:
+                raise ValueError(f"{raw!r} is not one of {', '.join(map(repr, self.enum))}")
+            if self.max_length is not None and len(raw) > self.max_length:
+                raise ValueError(f"at most {self.max_length} characters")
+            return raw
+        try:
+            value = float(raw) if self.type == "number" else int(raw)
+        except ValueError:
+            raise ValueError(
+                f"{raw!r} is not {'a number' if self.type == 'number' else 'an integer'}"
+            ) from None
+        if not math.isfinite(value):
+            raise ValueError(f"{raw!r} is not a finite number")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{raw} is less than {self.minimum:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{raw} is more than {self.maximum:g}")
+        return value
+
+
+def parse_query(query: Mapping[str, str], params: tuple[QueryParam, ...]) -> dict[str, Any]:
+    """``{name: value}`` of the parameters present (repeatable ones as lists); 422 naming every bad one."""
+    out: dict[str, Any] = {}
+    errors: list[dict[str, str]] = []
+    getlist = getattr(query, "getlist", None)
+    for p in params:
+        if p.name not in query:
+            continue
+        try:
+            if p.repeat and getlist is not None:
+                out[p.name] = [p.parse(v) for v in getlist(p.name)]
+            else:
+                out[p.name] = p.parse(query[p.name])
+        except ValueError as exc:
+            errors.append({"field": f"query.{p.name}", "message": str(exc)})
+    if errors:
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise Problem(422, "Invalid request", detail, errors=errors)
+    return out
+
+
+def openapi_params(params: tuple[QueryParam, ...]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that parses ``params`` itself."""
+    return {"parameters": [p.openapi() for p in params]}
+
+
+START = QueryParam(
+    "start",
+    "number",
+    "Media seconds: items that end at or after this time (overlap with [start, end]).",
+    120.0,
+)
+END = QueryParam(
+    "end",
+    "number",
+    "Media seconds: items that start at or before this time (overlap with [start, end]).",
+    180.0,
+)
+LIMIT = QueryParam(
+    "limit",
+    "integer",
+    "Page size: 1 to the server's page_limit_max (500 by default); 100 if left out.",
+    100,
+    1,
+)
+CURSOR = QueryParam(
+    "cursor", "string", "`next_cursor` of the previous page (same filters).", EXAMPLE_CURSOR, max_length=4096
+)
+RANGE_QUERY = (START, END, LIMIT, CURSOR)
+EVENT_QUERY = (
+    START,
+    END,
+    QueryParam(
+        "wall_start",
+        "number",
+        "Unix seconds: events whose wall-clock span ends at or after this time (live streams; events "
+        "without wall-clock times are left out when a wall filter is given).",
+        1700000100.0,
     ),
-]
-End = Annotated[
-    float | None,
-    Query(
-        description="Media seconds: items that start at or before this time (overlap with [start, end]).",
-        allow_inf_nan=False,
-        **_ex(180.0),
+    QueryParam(
+        "wall_end",
+        "number",
+        "Unix seconds: events whose wall-clock span starts at or before this time.",
+        1700000200.0,
     ),
-]
-WallStart = Annotated[
-    float | None,
-    Query(
-        description="Unix seconds: events whose wall-clock span ends at or after this time (live streams; "
-        "events without wall-clock times are left out when a wall filter is given).",
-        allow_inf_nan=False,
-        **_ex(1700000100.0),
+    QueryParam(
+        "label",
+        "string",
+        "Only events with this label (exact; repeat for any of several).",
+        ["person falls"],
+        repeat=True,
     ),
-]
-WallEnd = Annotated[
-    float | None,
-    Query(
-        description="Unix seconds: events whose wall-clock span starts at or before this time.",
-        allow_inf_nan=False,
-        **_ex(1700000200.0),
+    QueryParam("min_confidence", "number", "Only events at least this confident.", 0.6, 0.0, 1.0),
+    QueryParam(
+        "state", "string", "Only events still open, or only closed ones.", "closed", enum=("open", "closed")
     ),
-]
-Labels = Annotated[
-    list[str] | None,
-    Query(
-        description="Only events with this label (exact; repeat for any of several).",
-        **_ex(["person falls"]),
-    ),
-]
-MinConfidence = Annotated[
-    float | None,
-    Query(description="Only events at least this confident.", ge=0.0, le=1.0, **_ex(0.6)),
-]
-State = Annotated[
-    Literal["open", "closed"] | None,
-    Query(description="Only events still open, or only closed ones.", **_ex("closed")),
-]
-Limit = Annotated[
-    int,
-    Query(description="Page size, 1 to the server's page_limit_max (500 by default).", ge=1, **_ex(100)),
-]
-Cursor = Annotated[
-    str | None,
-    Query(
-        description="`next_cursor` of the previous page (same filters).",
-        max_length=4096,
-        **_ex(EXAMPLE_CURSOR),
-    ),
-]
+    LIMIT,
+    CURSOR,
+)
 
 # --- live feed parameters -------------------------------------------------------------------------------
 

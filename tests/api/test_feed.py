@@ -6,16 +6,22 @@ that time, and every loop stops after a fixed number of lines."""
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.api.conftest import make_key
 from tests.api.test_results import commit
+from tests.conftest import wait_for
 from vstream.analysis.records import EventChange
 from vstream.config import Settings
 from vstream.names import Keys
@@ -35,7 +41,8 @@ class Message:
 
     @property
     def change(self) -> dict[str, object]:
-        return json.loads("\n".join(self.data))  # type: ignore[no-any-return]
+        change: dict[str, object] = json.loads("\n".join(self.data))
+        return change
 
 
 @dataclass
@@ -195,3 +202,27 @@ def test_all_streams_feed_delivers_only_what_the_key_may_see(
     with feed_client.stream("GET", "/v1/feed", headers=admin, params={"since": "0"}) as r:
         every = Reader(r.iter_lines()).messages(len(mine) + len(hidden))
         assert sorted(got(every)) == sorted(expected(mine + hidden))
+
+
+def test_a_disconnected_client_ends_its_feed_on_a_real_server(
+    api_settings: Settings, admin: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind uvicorn (not the test client), closing the connection stops the server's read loop."""
+    caplog.set_level(logging.DEBUG, logger="api.routes.feed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(api_settings, kafka=False), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "uvicorn")
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/v1/streams/cam-a/feed", headers=admin) as r:
+            assert r.status_code == 200 and next(r.iter_lines()).startswith("retry:")
+            assert not [m for m in caplog.messages if "closed" in m], "open while connected"
+        wait_for(lambda: any("closed" in m for m in caplog.messages), 10, "the feed loop to end")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

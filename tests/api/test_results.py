@@ -337,7 +337,11 @@ def test_event_by_id_404_and_403(client: TestClient, admin: dict[str, str], stor
 
 
 def test_segments_by_range(client: TestClient, admin: dict[str, str], store: ResultStore) -> None:
-    spans = [[(0, 5, "intro"), (5, 8, "slides")], [(0, 4, "slides"), (4, 8, "demo")], [(1.5, 8, "questions")]]
+    spans: list[list[tuple[float, float, str]]] = [
+        [(0, 5, "intro"), (5, 8, "slides")],
+        [(0, 4, "slides"), (4, 8, "demo")],
+        [(1.5, 8, "questions")],
+    ]
     for i, segs in enumerate(spans):
         parsed = ParsedOutput(
             task="segments",
@@ -412,12 +416,13 @@ def test_keys_are_required_and_limited_to_their_streams(
     [
         ({"start": 10, "end": 5}, "query.start", "start (10) is after end (5)"),
         ({"wall_start": 2e9, "wall_end": 1e9}, "query.wall_start", "is after wall_end"),
-        ({"state": "done"}, "query.state", "'open' or 'closed'"),
-        ({"limit": 0}, "query.limit", "greater than or equal to 1"),
+        ({"state": "done"}, "query.state", "'done' is not one of 'open', 'closed'"),
+        ({"limit": 0}, "query.limit", "0 is less than 1"),
+        ({"limit": "ten"}, "query.limit", "'ten' is not an integer"),
         ({"limit": 501}, "query.limit", "at most 500 items per page"),
-        ({"min_confidence": 1.5}, "query.min_confidence", "less than or equal to 1"),
+        ({"min_confidence": 1.5}, "query.min_confidence", "1.5 is more than 1"),
         ({"start": "nan"}, "query.start", "finite number"),
-        ({"start": "soon"}, "query.start", "valid number"),
+        ({"start": "soon"}, "query.start", "'soon' is not a number"),
         ({"cursor": "!!!"}, "query.cursor", "pass next_cursor back unchanged"),
     ],
 )
