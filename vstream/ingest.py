@@ -111,7 +111,7 @@ def run_ingest(
     try:
         for frame in source.frames():
             if shift:
-                frame = replace(frame, t=round(frame.t + shift, 6))
+                frame = replace(frame, t=round(frame.t + shift, 6), slot=round(frame.key + shift, 6))
             stats.media_seconds = frame.t
             emit(clipper.push(frame))
             if on_progress is not None:

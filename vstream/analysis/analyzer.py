@@ -53,7 +53,8 @@ def to_input(clip: ClipMessage) -> ClipInput:
         raise ValueError(
             f"frames are {frames.shape[2]}x{frames.shape[1]}, the clip says {clip.width}x{clip.height}"
         )
-    rel = tuple(round(t - clip.t_start, 6) for t in clip.timestamps)
+    # a frame may sit a source frame before its slot (and so before t_start): the model sees slot times
+    rel = tuple(max(0.0, round(t - clip.t_start, 6)) for t in clip.timestamps)
     return ClipInput(clip_id=clip.clip_id, frames=frames, rel_timestamps=rel, fps=clip.params.fps)
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from vstream.media.frames import Frame, SourceError, sample_times
+from vstream.media.frames import Frame, SourceError, sample_slots
 from vstream.media.pyav_source import DecodeSpec, PyAVReader
 
 _BATCH = 8
@@ -43,12 +43,12 @@ class DecordReader:
     def frames(self) -> Iterator[Frame]:
         spans = self.vr.get_frame_timestamp(np.arange(len(self.vr))).astype(float)
         times, end = spans[:, 0] - spans[0, 0], float(spans[-1, 1] - spans[0, 0])
-        indices = list(sample_times(times, self.spec.fps, self.spec.start, end))
-        for i in range(0, len(indices), _BATCH):
-            chunk = indices[i : i + _BATCH]
-            batch = self.vr.get_batch(chunk).asnumpy()
-            for idx, img in zip(chunk, batch, strict=True):
-                yield Frame(img, round(float(times[idx]), 6), None, "pts")
+        picks = list(sample_slots(times, self.spec.fps, self.spec.start, end))
+        for i in range(0, len(picks), _BATCH):
+            chunk = picks[i : i + _BATCH]
+            batch = self.vr.get_batch([idx for idx, _ in chunk]).asnumpy()
+            for (idx, slot), img in zip(chunk, batch, strict=True):
+                yield Frame(img, round(float(times[idx]), 6), None, "pts", slot)
 
     def close(self) -> None:
         del self.vr

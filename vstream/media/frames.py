@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -17,9 +17,15 @@ class Frame:
     """One sampled, resized RGB frame."""
 
     image: np.ndarray  # H x W x 3 uint8
-    t: float  # media seconds from the start of the stream
+    t: float  # media seconds from the start of the stream (the frame's own PTS)
     wall: float | None = None  # unix seconds, live sources only
     clock: Clock = "pts"
+    slot: float | None = None  # the sample time k/fps this frame was chosen for (None: t)
+
+    @property
+    def key(self) -> float:
+        """Where the frame sits on the sampling grid: clip windows are cut on this."""
+        return self.t if self.slot is None else self.slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +65,14 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return round_to_patch(width * scale), round_to_patch(height * scale)
 
 
+class Pick(NamedTuple):
+    t: float  # the chosen frame's own time
+    item: object
+    slot: float  # the sample time k/fps it stands for: clips are cut on this grid
+
+
 class FrameSampler:
-    """Picks, from frames arriving in time order, the one nearest each target time start + k/fps.
+    """Picks, from frames arriving in time order, the one nearest each target time k/fps.
 
     Streaming, so it works for live sources; a frame is never emitted twice, so a source slower than
     ``fps`` yields fewer frames rather than duplicates.
@@ -77,9 +89,9 @@ class FrameSampler:
     def next_target(self) -> float:
         return self.k * self.period
 
-    def push(self, t: float, item: object) -> list[tuple[float, object]]:
+    def push(self, t: float, item: object) -> list[Pick]:
         """Feed one frame (time, payload); returns the frames chosen so far, in order."""
-        out: list[tuple[float, object]] = []
+        out: list[Pick] = []
         if self._last_t is not None:
             self._interval = t - self._last_t
         self._last_t = t
@@ -89,8 +101,8 @@ class FrameSampler:
                 chosen = self._prev
             else:
                 chosen = (t, item)
-            if not out or out[-1][0] != chosen[0]:
-                out.append(chosen)
+            if not out or out[-1].t != chosen[0]:
+                out.append(Pick(chosen[0], chosen[1], round(target, 6)))
             self.k += 1
             # skip targets the chosen frame already stands for, so it is not emitted again
             while self.next_target <= chosen[0] + 1e-9:
@@ -101,7 +113,7 @@ class FrameSampler:
         self._prev = (t, item)
         return out
 
-    def finish(self, end: float | None = None) -> list[tuple[float, object]]:
+    def finish(self, end: float | None = None) -> list[Pick]:
         """At end of stream: the last held frame, if the next target falls before the stream ends.
 
         ``end`` is the stream's duration where known; otherwise the last frame is assumed to last as long
@@ -109,18 +121,26 @@ class FrameSampler:
         """
         end = end if end is not None else (self._prev[0] + self._interval if self._prev else None)
         if self._prev is not None and end is not None and self.next_target < end - 1e-6:
-            held, self._prev = self._prev, None
-            return [held]
+            (t, item), self._prev = self._prev, None
+            return [Pick(t, item, round(self.next_target, 6))]
         return []
+
+
+def sample_slots(
+    timestamps: Iterable[float], fps: float, start: float = 0.0, end: float | None = None
+) -> Iterator[tuple[int, float]]:
+    """(index into ``timestamps``, slot) for each frame :class:`FrameSampler` would choose."""
+    sampler = FrameSampler(fps, start)
+    for i, t in enumerate(timestamps):
+        for pick in sampler.push(t, i):
+            yield pick.item, pick.slot  # type: ignore[misc]
+    for pick in sampler.finish(end):
+        yield pick.item, pick.slot  # type: ignore[misc]
 
 
 def sample_times(
     timestamps: Iterable[float], fps: float, start: float = 0.0, end: float | None = None
 ) -> Iterator[int]:
     """Indices into ``timestamps`` (sorted frame times) that :class:`FrameSampler` would choose."""
-    sampler = FrameSampler(fps, start)
-    for i, t in enumerate(timestamps):
-        for _, idx in sampler.push(t, i):
-            yield idx  # type: ignore[misc]
-    for _, idx in sampler.finish(end):
-        yield idx  # type: ignore[misc]
+    for index, _ in sample_slots(timestamps, fps, start, end):
+        yield index

@@ -149,7 +149,7 @@ class LiveSource:
                 if t <= self._last_t:
                     continue
                 self._last_t, self._last_arrival = t, time.time()
-                self.buffer.put(replace(frame, t=t))
+                self.buffer.put(replace(frame, t=t, slot=round(offset + frame.key, 6)))
                 n += 1
         except SourceError as exc:
             logger.warning("live source %s: %s", redact_url(self.spec.source), exc)

@@ -197,11 +197,11 @@ class PyAVReader:
                 continue
             if self.spec.live:
                 wall0 = _anchor(wall0, arrival - t)
-            for ts, chosen in sampler.push(t, frame):
-                yield self._frame(chosen, ts, wall0, clock)  # type: ignore[arg-type]
+            for pick in sampler.push(t, frame):
+                yield self._frame(pick.item, pick.t, pick.slot, wall0, clock)  # type: ignore[arg-type]
         end = self.info.duration - origin if self.info.duration is not None else None
-        for ts, chosen in sampler.finish(end):
-            yield self._frame(chosen, ts, wall0, "pts")  # type: ignore[arg-type]
+        for pick in sampler.finish(end):
+            yield self._frame(pick.item, pick.t, pick.slot, wall0, "pts")  # type: ignore[arg-type]
 
     def _origin(self, first: av.VideoFrame) -> float:
         if self.spec.live:
@@ -216,9 +216,11 @@ class PyAVReader:
         rate = self.info.fps or 25.0
         return count / rate, "arrival" if self.spec.live else "pts"
 
-    def _frame(self, frame: av.VideoFrame, t: float, wall0: float | None, clock: str) -> Frame:
+    def _frame(self, frame: av.VideoFrame, t: float, slot: float, wall0: float | None, clock: str) -> Frame:
         wall = wall0 + t if wall0 is not None else None
-        return Frame(to_rgb(frame, self.info), round(t, 6), wall, "arrival" if clock == "arrival" else "pts")
+        return Frame(
+            to_rgb(frame, self.info), round(t, 6), wall, "arrival" if clock == "arrival" else "pts", slot
+        )
 
     def close(self) -> None:
         self.container.close()

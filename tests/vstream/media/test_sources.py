@@ -193,3 +193,18 @@ def test_decoder_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         time.sleep(0.2)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the decoder child outlived its killed parent")
+
+
+def test_a_60s_30fps_video_gives_6s_windows_of_even_frames_at_half_seconds(tmp_path: Path) -> None:
+    """The issue's acceptance case, through the real CLI: --fps 2 --clip-seconds 8 --overlap 2."""
+    video = sample(tmp_path, "sixty.mp4", seconds=60, width=320, height=180)
+    proc = run_clips(video, "--fps", "2", "--clip-seconds", "8", "--overlap", "2")
+    assert proc.returncode == 0, proc.stderr
+    clips = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [c["t_start"] for c in clips] == [6.0 * k for k in range(10)]
+    assert all(c["n_frames"] % 2 == 0 and c["n_frames"] >= 2 for c in clips)
+    covered = sorted({t for c in clips for t in c["timestamps"]})
+    assert covered[0] == 0.0 and covered[-1] >= 59.5 - 1 / 30 and clips[-1]["t_end"] == 60.0
+    for c in clips:
+        for t in c["timestamps"]:
+            assert abs(t - round(t * 2) / 2) <= 1 / 30 + 1e-6, f"{t} is not k/2 within one source frame"
