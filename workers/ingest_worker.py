@@ -51,16 +51,23 @@ class _ProgressSink:
     ) -> None:
         self.publisher, self.jobs, self.req, self.counters = publisher, jobs, req, counters
         self.saved = publisher.acked_index
+        self.last_index: int | None = None
 
     def send(self, msg: ClipMessage) -> None:
         self.publisher.send(msg)
         self.counters.add("clips_produced", stream=self.req.stream_id)
+        if msg.last:
+            self.last_index = msg.index
         self.save()
 
     def save(self) -> None:
         if self.publisher.acked_index > self.saved:
             self.jobs.set_acked_index(self.req, self.publisher.acked_index)
             self.saved = self.publisher.acked_index
+            if self.last_index is not None and self.saved >= self.last_index:
+                # done as soon as the final clip is acknowledged: a crash after this point must not
+                # make a restart decode past the end of the file and fail a complete job
+                self.jobs.transition(self.req.job_id, "done", ("running",), error="")
 
 
 class JobRunner:
