@@ -276,7 +276,8 @@ class InferWorker:
         self.redis.set(self.keys.worker_heartbeat("infer", self.worker_id), value, ex=60)
 
     def _model_id(self) -> str:
-        return self._backend.model_id if self._backend is not None else self.settings.model.model
+        backend = self._active_backend or self._backend
+        return backend.model_id if backend is not None else self.settings.model.model
 
     def _task_hash(self, clip: ClipMessage) -> str:
         from vstream.analysis.tasks import render
