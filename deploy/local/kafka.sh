@@ -143,19 +143,8 @@ PY
 }
 
 # PID from the pidfile if that process is alive and is our broker; empty otherwise.
-our_pid() {
-  local pid
-  [[ -f "$PID_FILE" ]] || return 0
-  pid="$(tr -dc '0-9' <"$PID_FILE")"
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'; then
-    echo "$pid"
-  fi
-}
+our_pid() { pid_matching 'kafka\.Kafka'; }
 
-owner() {
-  if [[ -n "$1" ]]; then echo "pid $1"; else echo "not started by this script"; fi
-}
 
 # Prints the last 40 lines that this start added to server.log and to kafka.out (where the JVM's
 # own errors land, e.g. a bad option). Falls back to the plain tail when a log was rotated.
@@ -181,13 +170,6 @@ show_log_tail() {
 
 # ---------------------------------------------------------------------------- setup
 
-take_lock() {
-  mkdir -p "$VAR_DIR"
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$LOCK_FILE"
-    flock -w 180 9 || die "could not take $LOCK_FILE (another kafka.sh still running?)"
-  fi
-}
 
 require_java() {
   command -v java >/dev/null 2>&1 || die "java not found (Kafka 4.x needs Java 17+: apt-get install -y openjdk-17-jre-headless)"
@@ -311,7 +293,7 @@ wait_ready() {
 # --------------------------------------------------------------------------- commands
 
 cmd_start() {
-  take_lock
+  take_lock 180
   local rc=0 out pid t0
   t0=$SECONDS
   out="$(probe)" || rc=$?
@@ -380,7 +362,7 @@ cmd_start() {
 }
 
 cmd_stop() {
-  take_lock
+  take_lock 180
   local pid
   pid="$(our_pid)"
   if [[ -z "$pid" ]]; then

@@ -71,27 +71,9 @@ PY
 }
 
 # PID from the pidfile if that process is alive and is a redis-server; empty otherwise.
-our_pid() {
-  local pid
-  [[ -f "$PID_FILE" ]] || return 0
-  pid="$(tr -dc '0-9' <"$PID_FILE")"
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'redis-server'; then
-    echo "$pid"
-  fi
-}
+our_pid() { pid_matching 'redis-server'; }
 
-owner() {
-  if [[ -n "$1" ]]; then echo "pid $1"; else echo "not started by this script"; fi
-}
 
-take_lock() {
-  mkdir -p "$VAR_DIR"
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$LOCK_FILE"
-    flock -w 60 9 || die "could not take $LOCK_FILE (another redis.sh still running?)"
-  fi
-}
 
 ensure_redis_server() {
   command -v redis-server >/dev/null 2>&1 && return 0
@@ -113,7 +95,7 @@ ensure_redis_server() {
 }
 
 cmd_start() {
-  take_lock
+  take_lock 60
   local rc=0 out pid t0 deadline
   t0=$SECONDS
   out="$(ping_redis)" || rc=$?
@@ -169,7 +151,7 @@ cmd_start() {
 }
 
 cmd_stop() {
-  take_lock
+  take_lock 60
   local pid
   pid="$(our_pid)"
   if [[ -z "$pid" ]]; then
