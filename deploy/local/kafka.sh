@@ -55,11 +55,9 @@ STDOUT_LOG="$LOG_DIR/kafka.out"
 READY_INFO=""
 declare -A LOG_OFFSETS=()
 
-log() { echo "[kafka] $*"; }
-err() { echo "[kafka] ERROR: $*" >&2; }
+SERVICE=kafka
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-die() { err "$*"; exit 1; }
 
 usage() {
   echo "usage: $0 {start|stop|restart|status|logs [-f|N]|run-class CLASS [ARGS...]|classpath|reset}" >&2

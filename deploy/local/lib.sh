@@ -1,4 +1,8 @@
-# Shared by kafka.sh and redis.sh (sourced; each defines log(), die(), PID_FILE, VAR_DIR, LOCK_FILE first).
+# Shared by kafka.sh and redis.sh (sourced; each sets SERVICE, PID_FILE, VAR_DIR and LOCK_FILE first).
+
+log() { echo "[$SERVICE] $*"; }
+err() { echo "[$SERVICE] ERROR: $*" >&2; }
+die() { err "$*"; exit 1; }
 
 # stop_pid PID TIMEOUT_S: SIGTERM, wait up to TIMEOUT_S, then SIGKILL; returns once the process is gone.
 stop_pid() {

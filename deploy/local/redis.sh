@@ -29,11 +29,9 @@ LOG_FILE="$VAR_DIR/redis.log"
 OUT_FILE="$VAR_DIR/redis.out"   # redis-server's own stdout/stderr before it daemonizes
 LOCK_FILE="$VAR_DIR/.lock"
 
-log() { echo "[redis] $*"; }
-err() { echo "[redis] ERROR: $*" >&2; }
+SERVICE=redis
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-die() { err "$*"; exit 1; }
 
 usage() {
   echo "usage: $0 {start|stop|restart|status|logs [-f|N]}" >&2
