@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -182,18 +182,26 @@ GLM45V_VISION: dict[str, Any] = {
 }
 
 
-def glm45v_width_config(layers: int, vision_depth: int, token_ids: dict[str, int], **shrink: Any) -> Any:
-    """Glm4vMoeConfig at GLM-4.5V width; ``shrink`` overrides text sizes (only for smoke tests on CPU)."""
+@dataclass(frozen=True)
+class Shrink:
+    """Size overrides for a CPU smoke run of the GPU path (tests); empty means GLM-4.5V's real widths."""
+
+    text: dict[str, Any] = field(default_factory=dict)
+    vision: dict[str, Any] = field(default_factory=dict)
+
+
+def glm45v_width_config(layers: int, vision_depth: int, token_ids: dict[str, int], shrink: Shrink) -> Any:
+    """Glm4vMoeConfig at GLM-4.5V width and ``layers`` text layers, fed by the tiny tokenizer's ids."""
     from transformers import Glm4vMoeConfig
 
     text = {
         **GLM45V_TEXT,
         "num_hidden_layers": layers,
-        **shrink,
+        **shrink.text,
         "pad_token_id": token_ids["pad"],
         "eos_token_id": [token_ids["eos"]],
     }
-    vision = {**GLM45V_VISION, "depth": vision_depth}
+    vision = {**GLM45V_VISION, "depth": vision_depth, **shrink.vision}
     keys = (
         "image_token_id",
         "video_token_id",
@@ -264,11 +272,11 @@ def detect_peak(name: str, override: float | None) -> float | None:
     return next((peak for key, peak in PEAKS if key.lower() in name.lower()), None)
 
 
-def build_gpu_model(args: argparse.Namespace, processor: Any, device: str, **shrink: Any) -> Any:
+def build_gpu_model(args: argparse.Namespace, processor: Any, device: str, shrink: Shrink) -> Any:
     import torch
     from transformers import Glm4vMoeForConditionalGeneration
 
-    config = glm45v_width_config(args.layers, args.vision_depth, tiny_token_ids(processor), **shrink)
+    config = glm45v_width_config(args.layers, args.vision_depth, tiny_token_ids(processor), shrink)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     started = time.perf_counter()
     with torch.device(device):
@@ -319,7 +327,9 @@ def time_batch(model: Any, inputs: Any, device: str, repeats: int, decode_steps:
     return pre, max(0.0, more - one) / decode_steps
 
 
-def run_gpu(args: argparse.Namespace, device: str = "cuda", **shrink: Any) -> None:
+def run_gpu(args: argparse.Namespace, device: str = "cuda", shrink: Shrink | None = None) -> None:
+    """The GPU benchmark; tests run it on CPU with ``shrink`` so the path is known to work before a GPU
+    session spends its time on it."""
     import torch
     from transformers import AutoProcessor
 
@@ -330,7 +340,7 @@ def run_gpu(args: argparse.Namespace, device: str = "cuda", **shrink: Any) -> No
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     peak = detect_peak(name, args.peak)
     processor = AutoProcessor.from_pretrained(tiny_checkpoint_dir(), local_files_only=True)
-    model = build_gpu_model(args, processor, device, **shrink)
+    model = build_gpu_model(args, processor, device, shrink or Shrink())
     task = render("caption", duration_s=GPU_SHAPE[0] / FPS)
     frames, height, width = GPU_SHAPE
     print(f"device: {name}; bf16 dense peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown (use --peak)'}")

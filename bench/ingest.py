@@ -41,7 +41,7 @@ def one(path: str, backend: str) -> None:
         params=ClipParams(fps=2, clip_seconds=8, overlap_seconds=2, max_side=448),
     )
     started = time.perf_counter()
-    source = open_for(req, DecodeSettings(backend=backend))  # type: ignore[arg-type]
+    source = open_for(req, DecodeSettings(backend=backend))
     skip = source.info.skip_frame
     stats = run_ingest(req, source, Null())
     took = time.perf_counter() - started

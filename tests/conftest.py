@@ -3,14 +3,16 @@ each run under its own topic prefix and key prefix, removed afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis
@@ -20,6 +22,7 @@ from vstream.names import Keys, Topics
 
 KAFKA = os.environ.get("VSTREAM_TEST_KAFKA", "127.0.0.1:9092")
 REDIS = os.environ.get("VSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/15")
+T = TypeVar("T")
 
 
 def _reachable(host_port: str) -> bool:
@@ -84,16 +87,18 @@ def settings_env(s: Settings) -> dict[str, str]:
     }
 
 
-def start_worker(s: Settings, kind: str, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    s: Settings, kind: str, log: Path, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "vstream.cli", "worker", kind],
-        env=settings_env(s),
+        env={**settings_env(s), **(extra_env or {})},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -101,6 +106,12 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # ty
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def records(r: redis.Redis, index: str, key_of: Callable[[str], str] = str) -> list[dict[str, Any]]:
+    """The JSON records a sorted-set index points at, in index order (``key_of`` maps a member to its key)."""
+    members = cast("list[bytes]", r.zrange(index, 0, -1))
+    return [json.loads(cast("bytes | None", r.get(key_of(m.decode()))) or b"{}") for m in members]
 
 
 @pytest.fixture

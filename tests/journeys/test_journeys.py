@@ -11,9 +11,8 @@ import itertools
 import json
 import socket
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
-from tests.conftest import settings_env, wait_for
+from tests.conftest import records, start_worker, wait_for
 from tests.media_fixtures import sample
 from vstream.config import ApiSettings, Settings
 from vstream.names import Keys
@@ -83,25 +82,16 @@ def journey_settings(settings: Settings, media: Path) -> Settings:
 
 
 class Workers:
-    def __init__(self, s: Settings, script: dict[str, object], tmp: Path, kinds: tuple[str, ...]) -> None:
+    def __init__(self, s: Settings, script: Mapping[str, object], tmp: Path, kinds: tuple[str, ...]) -> None:
         path = tmp / "script.json"
         path.write_text(json.dumps(script))
         env = {
-            **settings_env(s),
             "VSTREAM_MODEL__TYPE": "scripted",
             "VSTREAM_MODEL__MODEL": str(path),
             "VSTREAM_MODEL__MAX_WAIT_S": "0.1",
             "VSTREAM_API__ALLOW_PRIVATE_NETWORKS": "true",
         }
-        self.procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "vstream.cli", "worker", kind],
-                env=env,
-                stdout=(tmp / f"{kind}.log").open("ab"),
-                stderr=subprocess.STDOUT,
-            )
-            for kind in kinds
-        ]
+        self.procs = [start_worker(s, kind, tmp / f"{kind}.log", env) for kind in kinds]
 
     def stop(self) -> None:
         for p in self.procs:
@@ -206,11 +196,9 @@ def test_sports_match_gives_ranked_highlights_and_a_playable_reel(
     top = api.get("/v1/streams/match-1/highlights?k=3", headers=headers)
     assert top.status_code == 200, top.text
     items = top.json()["items"]
-    r = redis.Redis.from_url(s.redis.url)
     k = Keys(s.redis.key_prefix)
     events = sorted(
-        (json.loads(r.get(k.event(e.decode())) or b"{}") for e in r.zrange(k.events("match-1"), 0, -1)),
-        key=lambda e: e["start"],
+        records(redis.Redis.from_url(s.redis.url), k.events("match-1"), k.event), key=lambda e: e["start"]
     )
     # goals in clips 0 and 6 (near 0 and 36 s), fouls in clips 3 and 9 (near 18 and 54 s): four events
     assert [e["label"] for e in events] == ["goal", "foul", "goal", "foul"]

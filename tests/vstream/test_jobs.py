@@ -61,7 +61,7 @@ def test_progress_is_per_stream_and_parameters(jobs: JobStore) -> None:
     assert jobs.acked_index(r) == -1
     jobs.set_acked_index(r, 41)
     assert jobs.acked_index(r) == 41
-    other = IngestRequest(job_id="j2", stream_id="cam", source="/data/a.mp4", params={"fps": 1.0})  # type: ignore[arg-type]
+    other = IngestRequest(job_id="j2", stream_id="cam", source="/data/a.mp4", params={"fps": 1.0})
     assert jobs.acked_index(other) == -1
 
 

@@ -29,7 +29,7 @@ def clip(**kw: object) -> ClipMessage:
         frames=[b"\xff\xd8a", b"\xff\xd8bc"],
     )
     base.update(kw)
-    return ClipMessage(**base)  # type: ignore[arg-type]
+    return ClipMessage.model_validate(base)
 
 
 def test_envelope_round_trip_keeps_frames_byte_exact() -> None:
@@ -71,7 +71,7 @@ def test_clip_ids_are_deterministic_and_depend_on_parameters() -> None:
 )
 def test_bad_clip_parameters_say_what_is_wrong(kw: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        ClipParams(**kw)  # type: ignore[arg-type]
+        ClipParams.model_validate(kw)
 
 
 def test_stream_ids_are_restricted() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
 
-from tests.conftest import settings_env, start_worker, wait_for
+from tests.conftest import records, start_worker, wait_for
 from tests.media_fixtures import sample
 from tests.workers.test_ingest_worker import submit
 from vstream.config import Settings
@@ -21,23 +23,12 @@ pytestmark = pytest.mark.integration
 PARAMS = ClipParams(fps=2, clip_seconds=4, overlap_seconds=1)
 
 
-def results(r: redis.Redis, keys: Keys, stream: str) -> list[dict[str, object]]:
-    return [json.loads(r.get(k.decode()) or b"{}") for k in r.zrange(keys.results(stream), 0, -1)]
+def results(r: redis.Redis, keys: Keys, stream: str) -> list[dict[str, Any]]:
+    return records(r, keys.results(stream))
 
 
-def start_infer(s: Settings, log: Path, **model_env: str) -> object:
-    import os
-    import subprocess
-    import sys
-
-    env = {**settings_env(s), **{f"VSTREAM_MODEL__{k.upper()}": v for k, v in model_env.items()}}
-    return subprocess.Popen(
-        [sys.executable, "-m", "vstream.cli", "worker", "infer"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=os.getcwd(),
-    )
+def start_infer(s: Settings, log: Path, **model_env: str) -> subprocess.Popen[bytes]:
+    return start_worker(s, "infer", log, {f"VSTREAM_MODEL__{k.upper()}": v for k, v in model_env.items()})
 
 
 def test_tiny_model_gives_exactly_one_result_per_clip(
@@ -63,14 +54,14 @@ def test_tiny_model_gives_exactly_one_result_per_clip(
         time.sleep(2)
     finally:
         for proc in (ingest, infer):
-            proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-            proc.wait(timeout=60)  # type: ignore[attr-defined]
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     log = (tmp_path / "infer.log").read_text()
     got = results(redis_client, keys, "v")
     assert sorted(r["index"] for r in got) == [0, 1, 2], log  # 10 s, step 3 s: windows at 0, 3, 6
     assert all(r["model_id"] == "tiny" and r["raw"] is not None for r in got)
     assert log.count("outcome=written") == 3, log
-    assert infer.returncode == 0  # type: ignore[attr-defined]
+    assert infer.returncode == 0
 
 
 def test_sigkill_and_restart_lose_no_clip_and_duplicate_nothing(
@@ -98,8 +89,8 @@ def test_sigkill_and_restart_lose_no_clip_and_duplicate_nothing(
             ),
         )
         wait_for(lambda: len(results(redis_client, keys, "cam")) >= 5, 120, "5 results")
-        infer.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
-        infer.wait()  # type: ignore[attr-defined]
+        infer.send_signal(signal.SIGKILL)
+        infer.wait()
         assert len(results(redis_client, keys, "cam")) < n, "the kill must land mid-run"
         infer = start_infer(
             settings, log, type="scripted", model=str(script), max_batch="2", max_wait_s="0.1"
@@ -108,19 +99,17 @@ def test_sigkill_and_restart_lose_no_clip_and_duplicate_nothing(
         time.sleep(2)
     finally:
         for proc in (ingest, infer):
-            proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-            proc.wait(timeout=60)  # type: ignore[attr-defined]
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     got = results(redis_client, keys, "cam")
     assert sorted(r["index"] for r in got) == list(range(n)), "one result per clip, none lost"
-    events = [
-        json.loads(redis_client.get(keys.event(e.decode())) or b"{}")
-        for e in redis_client.zrange(keys.events("cam"), 0, -1)
-    ]
+    events = records(redis_client, keys.events("cam"), keys.event)
     # the same label every 3 s (within the join gap): one event through the whole run, closed at the end
     assert len(events) == 1, events
     (event,) = events
     assert event["state"] == "closed" and (event["start"], event["end"]) == (0.5, 58.0)
     assert len(event["clip_ids"]) == len(set(event["clip_ids"])) == n
-    kinds = [f[b"kind"] for _, f in redis_client.xrange(keys.feed("cam"))]
+    feed = cast("list[tuple[bytes, dict[bytes, bytes]]]", redis_client.xrange(keys.feed("cam")))
+    kinds = [fields[b"kind"] for _, fields in feed]
     assert kinds.count(b"open") == 1 and kinds.count(b"close") == 1, "no duplicate alert after the restart"
     assert kinds.count(b"update") == n - 1, "each later clip extended the event exactly once"

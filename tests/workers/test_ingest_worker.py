@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,7 @@ class ClipCollector:
                 self.by_stream[msg.stream_id].append(msg)
         self.consumer.commit()
 
-    def until(self, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    def until(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
         def step() -> bool:
             self.poll()
             return bool(predicate())
@@ -73,7 +74,7 @@ class ClipCollector:
 
 
 @pytest.fixture
-def live_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+def live_server(tmp_path: Path) -> Iterator[str]:
     """A real HTTP MPEG-TS live stream served by ffmpeg on loopback, paced at real time."""
     src = sample(tmp_path, "live_src.mp4", seconds=14, width=320, height=180)
     port = 18000 + (hash(tmp_path) % 1000)

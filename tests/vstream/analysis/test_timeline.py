@@ -1,4 +1,4 @@
-from vstream.analysis.records import Observation
+from vstream.analysis.records import EventChange, Observation
 from vstream.analysis.results import ParsedOutput, Segment
 from vstream.analysis.timeline import EventTracker, SegmentStitcher, TrackerConfig, TrackerState, observations
 from vstream.schema import ClipMessage, ClipParams, clip_id_for
@@ -30,7 +30,9 @@ def obs(label: str, start: float, end: float, conf: float = 0.7) -> Observation:
     return Observation(label=label, start=start, end=end, confidence=conf)
 
 
-def run(tracker: EventTracker, state: TrackerState, index: int, *o: Observation, last: bool = False):  # type: ignore[no-untyped-def]
+def run(
+    tracker: EventTracker, state: TrackerState, index: int, *o: Observation, last: bool = False
+) -> list[EventChange]:
     return tracker.apply(state, clip(index, last=last), list(o), "m", "p")
 
 

@@ -42,7 +42,12 @@ def test_buffer_reraises_the_producer_error_after_draining() -> None:
 
 def test_consumer_waits_for_a_slow_producer() -> None:
     buf = DropOldestBuffer(4)
-    threading.Timer(0.3, lambda: (buf.put(Frame(IMG, 1.0)), buf.close())).start()
+
+    def produce() -> None:
+        buf.put(Frame(IMG, 1.0))
+        buf.close()
+
+    threading.Timer(0.3, produce).start()
     assert buf.get() is not None and buf.get() is None
 
 
