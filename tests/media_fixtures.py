@@ -69,6 +69,16 @@ def rotated(src: Path, dst: Path, degrees: int = 90) -> Path:
     return dst
 
 
+def faststart(src: Path, dst: Path) -> Path:
+    """The same MP4 with its index (moov) first, as web-served files are: cut short, its index still
+    lists the lost frames."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy", "-movflags", "+faststart", str(dst)],
+        check=True,
+    )
+    return dst
+
+
 def truncated(src: Path, dst: Path, fraction: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])

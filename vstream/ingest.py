@@ -95,7 +95,7 @@ def run_ingest(
     clipper = Clipper(req.params, start_index=start_index)
     gate = MotionGate(req.gate)
     # A live stream restarts its media clock at 0; continue the timeline (and the clip ids) where it left off.
-    shift = start_index * req.params.step_seconds if source.info.live else 0.0
+    shift = start_index * req.params.step_seconds if source.info.restarts_at_zero else 0.0
 
     def emit(clips: list[Clip]) -> None:
         for clip in clips:

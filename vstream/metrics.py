@@ -7,6 +7,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -108,9 +109,7 @@ class CachedLag:
             out: dict[tuple[str, str], int] = {}
             for group, topic in self.groups.items():
                 committed = {
-                    tp: om.offset
-                    for tp, om in admin.list_consumer_group_offsets(group).items()
-                    if tp.topic == topic
+                    tp: om.offset for tp, om in _committed(admin, group).items() if tp.topic == topic
                 }
                 ends = consumer.end_offsets(list(committed)) if committed else {}
                 out[(group, topic)] = sum(max(0, ends[tp] - off) for tp, off in committed.items())
@@ -118,3 +117,10 @@ class CachedLag:
         finally:
             admin.close()
             consumer.close()
+
+
+def _committed(admin: Any, group: str) -> dict[Any, Any]:
+    """A group's committed offsets; kafka-python 3 renamed the call and keyed the answer by group."""
+    if hasattr(admin, "list_group_offsets"):
+        return dict(admin.list_group_offsets(group).get(group, {}))
+    return dict(admin.list_consumer_group_offsets(group))

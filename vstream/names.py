@@ -32,6 +32,19 @@ class Topics:
     def all(self) -> list[str]:
         return [self.ingest_requests, self.clips, self.ingest_errors, self.results, self.dead_letter]
 
+    # Consumer groups carry the prefix too: two deployments on one cluster never share a group.
+    @property
+    def ingest_group(self) -> str:
+        return f"{self.prefix}ingest-workers"
+
+    @property
+    def infer_group(self) -> str:
+        return f"{self.prefix}infer-workers"
+
+    def lag_groups(self) -> dict[str, str]:
+        """Consumer group -> the topic it reads, for the lag metric."""
+        return {self.infer_group: self.clips, self.ingest_group: self.ingest_requests}
+
 
 @dataclass(frozen=True)
 class Keys:

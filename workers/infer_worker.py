@@ -78,7 +78,7 @@ class InferWorker:
             signal.signal(sig, lambda *_: self.stopping.set())
         consumer = make_consumer(
             self.settings.kafka,
-            "vstream-infer",
+            self.topics.infer_group,
             self.topics.clips,
             max_poll_records=m.max_batch,
             max_poll_interval_ms=int(m.clip_timeout_s * 1000) + 60_000,

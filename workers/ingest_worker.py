@@ -186,7 +186,7 @@ class IngestWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         producer = make_producer(self.settings.kafka, client_id=f"vstream-ingest-{self.worker_id}")
-        consumer = make_consumer(self.settings.kafka, "vstream-ingest", self.topics.ingest_requests)
+        consumer = make_consumer(self.settings.kafka, self.topics.ingest_group, self.topics.ingest_requests)
         runner = JobRunner(self.settings, self.jobs, producer, self.topics, self.worker_id)
         logger.info("ingest worker %s started (max %d jobs)", self.worker_id, self.settings.worker_max_jobs)
         try:

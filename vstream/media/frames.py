@@ -43,6 +43,9 @@ class SourceInfo:
     live: bool = False
     backend: str = ""
     skip_frame: str = "none"
+    # Every (re)connection starts the media clock at 0 and cannot seek (live streams): a resumed job
+    # continues the timeline itself instead of seeking.
+    restarts_at_zero: bool = False
 
 
 class SourceError(RuntimeError):

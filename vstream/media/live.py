@@ -72,7 +72,12 @@ class DropOldestBuffer:
 
 
 class LiveSource:
-    """Reads a live URL in a background thread, reconnecting, into a :class:`DropOldestBuffer`."""
+    """Reads a live URL in a background thread, reconnecting, into a :class:`DropOldestBuffer`.
+
+    A URL whose first connection reports a duration (a file over HTTP, a finished HLS playlist) is finite:
+    it ends at its end instead of being read again, keeps its own media times (no wall clock), and a
+    reconnection after an error skips what was already delivered.
+    """
 
     def __init__(
         self, spec: DecodeSpec, *, stall_timeout_s: float, buffer_frames: int, backoff: Backoff
@@ -84,7 +89,10 @@ class LiveSource:
         self._last_t = -1.0
         self._last_arrival = 0.0
         first = self._connect_first()
-        self.info: SourceInfo = first.info
+        self.finite = first.info.duration is not None
+        self.info: SourceInfo = (
+            replace(first.info, live=False, restarts_at_zero=False) if self.finite else first.info
+        )
         self._thread = threading.Thread(target=self._run, args=(first,), name="vstream-live", daemon=True)
         self._thread.start()
 
@@ -128,19 +136,24 @@ class LiveSource:
                             ) from None
                         self._sleep(failures, exc)
                         continue
-                got = self._pump(proc)
+                got, ended = self._pump(proc)
                 failures = 0 if got else failures + 1
                 proc = None
+                if ended and self.finite:
+                    break
                 if not self._stop.is_set():
                     self._sleep(max(failures, 1), SourceError("stream ended or stalled"))
             self.buffer.close()
         except SourceError as exc:
             self.buffer.close(exc)
 
-    def _pump(self, proc: DecodeProcess) -> int:
-        """Copy one connection's frames into the buffer on a continuous media clock; returns frames read."""
-        offset = 0.0 if self._last_t < 0 else self._last_t + max(time.time() - self._last_arrival, 1e-3)
-        n = 0
+    def _pump(self, proc: DecodeProcess) -> tuple[int, bool]:
+        """Copy one connection's frames into the buffer on a continuous media clock; returns frames read
+        and whether the source reached its end (rather than failing or stalling)."""
+        offset = 0.0
+        if self._last_t >= 0 and not self.finite:
+            offset = self._last_t + max(time.time() - self._last_arrival, 1e-3)
+        n, ended = 0, False
         try:
             for frame in proc.frames():
                 if self._stop.is_set():
@@ -149,13 +162,15 @@ class LiveSource:
                 if t <= self._last_t:
                     continue
                 self._last_t, self._last_arrival = t, time.time()
-                self.buffer.put(replace(frame, t=t, slot=round(offset + frame.key, 6)))
+                wall = None if self.finite else frame.wall
+                self.buffer.put(replace(frame, t=t, slot=round(offset + frame.key, 6), wall=wall))
                 n += 1
+            ended = not self._stop.is_set()
         except SourceError as exc:
             logger.warning("live source %s: %s", redact_url(self.spec.source), exc)
         finally:
             proc.close()
-        return n
+        return n, ended
 
     def frames(self) -> Iterator[Frame]:
         while (frame := self.buffer.get()) is not None:

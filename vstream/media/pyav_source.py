@@ -35,6 +35,10 @@ LIVE_SCHEMES = (
 )
 _PROBE_SECONDS = 1.0
 _REANCHOR_S = 2.0
+# A live stream this many undecodable packets in a row is broken: reconnect. A file is read to its end:
+# a corrupt stretch can be followed by good data, and a truncated file's missing tail only costs a
+# failed decode per packet.
+_LIVE_MAX_BAD_PACKETS = 100
 
 
 def is_live_url(source: str) -> bool:
@@ -124,7 +128,9 @@ def _info(
     duration = None
     if not spec.live and stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
-    elif not spec.live and getattr(stream.container, "duration", None):
+    elif getattr(stream.container, "duration", None):
+        # For a URL, a known duration means a finite resource (a file over HTTP, a finished HLS playlist);
+        # live streams have none.
         duration = stream.container.duration / 1_000_000  # type: ignore[attr-defined]
     return SourceInfo(
         width=w,
@@ -138,6 +144,7 @@ def _info(
         live=spec.live,
         backend="pyav",
         skip_frame=skip,
+        restarts_at_zero=spec.live,
     )
 
 
@@ -166,6 +173,7 @@ class PyAVReader:
         if spec.start > 0 and not spec.live:
             base = self.stream.time_base or 1
             self.container.seek(int(max(0.0, spec.start - 1.0) / base), stream=self.stream)
+        self.bad_packets = 0
         self._frames = self._decode()
         try:
             self._first = next(self._frames)
@@ -174,12 +182,31 @@ class PyAVReader:
         self.info = _info(self.stream, self._first, spec, skip)
 
     def _decode(self) -> Iterator[av.VideoFrame]:
+        """Frames, skipping packets that do not decode (corrupt or cut off), so that a damaged or
+        truncated source yields what is decodable instead of nothing."""
+        in_a_row, decoded = 0, False
         try:
             for packet in self.container.demux(self.stream):
-                yield from packet.decode()
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError as exc:
+                    self.bad_packets += 1
+                    in_a_row += 1
+                    if self.spec.live and in_a_row >= _LIVE_MAX_BAD_PACKETS:
+                        raise SourceError(
+                            f"{in_a_row} undecodable packets in a row: {exc}", fatal=False
+                        ) from exc
+                    continue
+                in_a_row = 0
+                decoded = decoded or bool(frames)
+                yield from frames
         except av.error.EOFError:
             return
         except av.error.FFmpegError as exc:
+            if decoded and not self.spec.live:  # a file cut off mid-packet: keep what came before
+                logger.warning("%s ends early (truncated?): %s", self.spec.source, exc)
+                self.bad_packets += 1
+                return
             raise SourceError(
                 f"decode failed in {self.spec.source}: {exc}", fatal=not self.spec.live
             ) from exc
@@ -199,7 +226,14 @@ class PyAVReader:
                 wall0 = _anchor(wall0, arrival - t)
             for pick in sampler.push(t, frame):
                 yield self._frame(pick.item, pick.t, pick.slot, wall0, clock)  # type: ignore[arg-type]
-        end = self.info.duration - origin if self.info.duration is not None else None
+        if self.bad_packets:
+            logger.warning(
+                "%s: skipped %d undecodable packets (corrupt or truncated)",
+                self.spec.source,
+                self.bad_packets,
+            )
+        # A damaged file's header duration can run past its last decodable frame: don't pad up to it.
+        end = self.info.duration - origin if self.info.duration is not None and not self.bad_packets else None
         for pick in sampler.finish(end):
             yield self._frame(pick.item, pick.t, pick.slot, wall0, "pts")  # type: ignore[arg-type]
 

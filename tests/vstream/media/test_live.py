@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.media_fixtures import sample
+from tests.media_fixtures import faststart, sample
 from vstream.config import DecodeSettings
 from vstream.media.frames import Frame, SourceError
 from vstream.media.live import Backoff, DropOldestBuffer
@@ -121,3 +124,38 @@ def test_realtime_replay_is_paced_and_wall_clocked(tmp_path: Path) -> None:
     walls = [f.wall for f in frames]
     assert all(w is not None for w in walls)
     assert walls[-1] - walls[0] == pytest.approx(frames[-1].t - frames[0].t, abs=0.01)  # type: ignore[operator]
+
+
+@pytest.fixture
+def http_files(tmp_path: Path) -> Iterator[str]:
+    """A plain HTTP file server (Range-capable servers and CDNs look the same to FFmpeg for a
+    faststart MP4 read front to back)."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_file_over_http_is_read_once_and_ends(tmp_path: Path, http_files: str) -> None:
+    faststart(sample(tmp_path, "raw.mp4", seconds=3, width=320, height=180), tmp_path / "clip.mp4")
+    source = open_source(
+        f"{http_files}/clip.mp4",
+        ClipParams(fps=2, clip_seconds=2, overlap_seconds=0),
+        DecodeSettings(reconnect_initial_s=0.1),
+    )
+    frames: list[Frame] = []
+    done = threading.Event()
+
+    def read() -> None:
+        frames.extend(source.frames())
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    ended = done.wait(30)
+    source.close()
+    assert ended, f"a 3 s file was still being read after 30 s ({len(frames)} frames)"
+    assert [f.t for f in frames] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5], abs=0.04)
+    assert not source.info.live and source.info.duration == pytest.approx(3.0, abs=0.05)
+    assert all(f.wall is None for f in frames), "a file has no wall clock"
