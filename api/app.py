@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from api import problems
+from api.body_limit import BodyLimit
 from api.deps import Resources
 from api.keys import KeyStore
 from vstream import __version__
@@ -66,15 +67,14 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
         description="Streaming video analytics with GLM-4.5V: jobs, events, segments, captions, live feed.",
     )
     problems.install(app)
-    _limit_body(app, settings.api.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     _include_routes(app)
     return app
 
 
 def _registry(settings: Settings, client: redis.Redis, keys: Keys, topics: Topics) -> CollectorRegistry:
     registry = CollectorRegistry()
-    groups = {"vstream-infer": topics.clips, "vstream-ingest": topics.ingest_requests}
-    registry.register(RedisCollector(client, keys, CachedLag(settings.kafka.bootstrap, groups)))
+    registry.register(RedisCollector(client, keys, CachedLag(settings.kafka.bootstrap, topics.lag_groups())))
     return registry
 
 
@@ -83,12 +83,3 @@ def _include_routes(app: FastAPI) -> None:
 
     for module in (health, keys, jobs, results, feed, webhooks, journeys):
         app.include_router(module.router)
-
-
-def _limit_body(app: FastAPI, limit: int) -> None:
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return problems.problem_response(413, "Request too large", f"bodies are limited to {limit} bytes")
-        return await call_next(request)

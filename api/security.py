@@ -35,6 +35,8 @@ METADATA_ADDRESSES = frozenset(
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 WEBHOOK_SCHEMES = ("http", "https")
 MAX_URL_LENGTH = 4096
+SOURCE_REFUSED = "Source not allowed"
+WEBHOOK_REFUSED = "Webhook URL not allowed"
 
 
 def refuse(field: str, message: str, title: str = "Invalid request") -> Problem:
@@ -51,9 +53,9 @@ def validate_source_url(url: str, api: ApiSettings, *, purpose: str = "source") 
             purpose,
             f"scheme {parts.scheme!r} is not allowed; use one of {', '.join(allowed)}"
             + (" (local files: give a path under a media root)" if parts.scheme == "file" else ""),
-            "Source not allowed",
+            SOURCE_REFUSED,
         )
-    _check_host(parts, api, purpose)
+    _check_host(parts, api, purpose, SOURCE_REFUSED)
     return url
 
 
@@ -61,14 +63,14 @@ def validate_webhook_url(url: str, api: ApiSettings) -> str:
     """Check a callback URL: http(s), no credentials, a host that resolves to public addresses."""
     parts = _split(url, "url")
     if parts.scheme not in WEBHOOK_SCHEMES:
-        raise refuse("url", f"scheme {parts.scheme!r} is not allowed; use http or https", "URL not allowed")
+        raise refuse("url", f"scheme {parts.scheme!r} is not allowed; use http or https", WEBHOOK_REFUSED)
     if parts.username is not None or parts.password is not None:
         raise refuse(
             "url",
             "credentials in the URL are not allowed; remove 'user:password@' and use the webhook secret",
-            "URL not allowed",
+            WEBHOOK_REFUSED,
         )
-    _check_host(parts, api, "url")
+    _check_host(parts, api, "url", WEBHOOK_REFUSED)
     return url
 
 
@@ -90,17 +92,18 @@ def _split(url: str, field: str) -> SplitResult:
     return parts._replace(scheme=parts.scheme.lower())
 
 
-def _check_host(parts: SplitResult, api: ApiSettings, field: str) -> None:
+def _check_host(parts: SplitResult, api: ApiSettings, field: str, title: str) -> None:
+    """``title`` says what was refused: a source or a webhook URL."""
     host = parts.hostname
     if not host:
-        raise refuse(field, "the URL has no host; give scheme://host/...", "Source not allowed")
-    addresses = resolve(host, parts.port, field)
+        raise refuse(field, "the URL has no host; give scheme://host/...", title)
+    addresses = resolve(host, parts.port, field, title)
     for addr in addresses:
         if addr in METADATA_ADDRESSES or _embedded_v4(addr) in METADATA_ADDRESSES:
             raise refuse(
                 field,
                 f"host {host!r} resolves to {addr}, a cloud metadata address; this is never allowed",
-                "Source not allowed",
+                title,
             )
         reason = None if api.allow_private_networks else address_problem(addr)
         if reason:
@@ -109,18 +112,16 @@ def _check_host(parts: SplitResult, api: ApiSettings, field: str) -> None:
                 field,
                 f"host {host!r} resolves to {addr}, a {reason} address; only public hosts are allowed "
                 "(the server's allow_private_networks setting is off)",
-                "Source not allowed",
+                title,
             )
 
 
-def resolve(host: str, port: int | None, field: str) -> list[IPAddress]:
+def resolve(host: str, port: int | None, field: str, title: str = SOURCE_REFUSED) -> list[IPAddress]:
     """Every address ``host`` resolves to; a 422 when it does not resolve."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError, OSError) as exc:
-        raise refuse(
-            field, f"host {host!r} does not resolve ({exc}); check the host name", "Source not allowed"
-        ) from exc
+        raise refuse(field, f"host {host!r} does not resolve ({exc}); check the host name", title) from exc
     out: list[IPAddress] = []
     for info in infos:
         raw = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 zone index
@@ -128,7 +129,7 @@ def resolve(host: str, port: int | None, field: str) -> list[IPAddress]:
         if addr not in out:
             out.append(addr)
     if not out:
-        raise refuse(field, f"host {host!r} has no addresses; check the host name", "Source not allowed")
+        raise refuse(field, f"host {host!r} has no addresses; check the host name", title)
     return out
 
 
@@ -175,7 +176,7 @@ def validate_file_source(path: str, api: ApiSettings) -> Path:
         raise refuse(
             "source",
             "local files are not accepted by this server (no file roots configured); give a URL",
-            "Source not allowed",
+            SOURCE_REFUSED,
         )
     raw = _file_path(path)
     if ".." in Path(raw).parts:

@@ -30,7 +30,7 @@ from api.deps import Caller, Res, Resources, require_stream
 from api.keys import Principal
 from api.problems import Problem
 from api.schemas.jobs import JOB_CREATE_EXAMPLES, JobCreate, JobList, JobProgress, JobView
-from api.schemas.keys import AUTH_ERRORS, problem_doc
+from api.schemas.keys import AUTH_ERRORS, JSON_BODY_ERRORS, problem_doc
 from api.security import refuse, validate_file_source, validate_source_url
 from vstream.jobs import Status
 from vstream.schema import ClipParams, IngestRequest, redact_url
@@ -102,6 +102,7 @@ JobId = Annotated[str, Path(description="The job's id.", examples=["job-5f0c6d3e
             "Job id in use",
             "job id 'job-1' is in use; use another Idempotency-Key",
         ),
+        **JSON_BODY_ERRORS,
         422: _INVALID,
         503: problem_doc(
             503,

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Caller, Res, require_stream
 from api.problems import Problem
+from api.schemas.jobs import DEFAULT_SPORT
+from api.schemas.keys import JSON_BODY_ERRORS
 from vstream.analysis.records import Event
 from vstream.journeys.highlights import Highlight, export_reel, rank
 from vstream.journeys.lecture import LectureSummary, summarize, to_markdown
@@ -49,14 +51,17 @@ class Highlights(BaseModel):
             ]
         }
     )
-    sport: str
+    sport: str | None = Field(
+        description="The sport whose table ranked the items: ?sport=, else the one the stream's sports job "
+        "used; null when the stream was not ingested with the sports preset (items is then empty)."
+    )
     items: list[Highlight]
 
 
 class ReelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"k": 5, "sport": "soccer"}]})
     k: int = Field(5, ge=1, le=50, description="How many top highlights go into the reel.")
-    sport: str | None = Field(None, description="Highlight table (default: the stream's job, else soccer).")
+    sport: str | None = Field(None, description="Highlight table (default: the sport of the stream's job).")
 
 
 class Reel(BaseModel):
@@ -95,11 +100,15 @@ async def _events(res: Res, stream_id: str) -> list[Event]:
     return [Event.model_validate_json(r) for r in raws if r]
 
 
-def _sport(res: Res, stream_id: str, given: str | None) -> str:
-    sport = given or next(
-        (j["sport"] for j in reversed(_jobs_of(res, stream_id)) if j.get("sport")), "soccer"
-    )
-    if sport not in SPORT_EVENTS:
+def _stream_sport(res: Res, stream_id: str) -> str | None:
+    """The sport of the stream's latest sports-preset job; None when it has none (or its jobs expired)."""
+    sports = [j for j in _jobs_of(res, stream_id) if j.get("preset") == "sports"]
+    return (sports[-1]["sport"] or DEFAULT_SPORT) if sports else None
+
+
+def _sport(res: Res, stream_id: str, given: str | None) -> str | None:
+    sport = given or _stream_sport(res, stream_id)
+    if sport is not None and sport not in SPORT_EVENTS:
         raise Problem(422, "Unknown sport", f"sport must be one of {', '.join(SPORT_EVENTS)}")
     return sport
 
@@ -128,8 +137,12 @@ async def highlights(
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     sport: str | None = None,
 ) -> Highlights:
+    """Events ranked by the sport's table; none for a stream not ingested with the sports preset, unless
+    ``sport`` names a table (guessing one would rank e.g. camera alerts as soccer moments)."""
     require_stream(caller, stream_id)
     chosen = _sport(res, stream_id, sport)
+    if chosen is None:
+        return Highlights(sport=None, items=[])
     return Highlights(sport=chosen, items=rank(await _events(res, stream_id), SPORT_EVENTS[chosen], k=k))
 
 
@@ -141,7 +154,10 @@ def _reel_path(res: Res, stream_id: str) -> Path:
     "/streams/{stream_id}/reel",
     response_model=Reel,
     status_code=201,
-    responses={409: {"description": "No file source to cut from"}},
+    responses={
+        409: {"description": "No file source to cut from, no sport to rank by, or no events yet"},
+        **JSON_BODY_ERRORS,
+    },
 )
 async def make_reel(stream_id: StreamId, body: ReelRequest, res: Res, caller: Caller) -> Reel:
     require_stream(caller, stream_id)
@@ -151,6 +167,12 @@ async def make_reel(stream_id: StreamId, body: ReelRequest, res: Res, caller: Ca
             409, "No file to cut", "a reel is cut from the stream's original file; this stream has none"
         )
     chosen = _sport(res, stream_id, body.sport)
+    if chosen is None:
+        raise Problem(
+            409,
+            "Not a sports stream",
+            f"this stream was not ingested with the sports preset; give 'sport' ({', '.join(SPORT_EVENTS)})",
+        )
     top = rank(await _events(res, stream_id), SPORT_EVENTS[chosen], k=body.k)
     if not top:
         raise Problem(409, "No highlights yet", "no events have been detected on this stream yet")

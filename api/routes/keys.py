@@ -10,7 +10,15 @@ from fastapi import APIRouter, Body, Path, Response
 
 from api.deps import Caller, Res, require_admin
 from api.problems import Problem
-from api.schemas.keys import ADMIN_ERRORS, KeyCreate, KeyCreated, KeyInfo, KeyList, problem_doc
+from api.schemas.keys import (
+    ADMIN_ERRORS,
+    JSON_BODY_ERRORS,
+    KeyCreate,
+    KeyCreated,
+    KeyInfo,
+    KeyList,
+    problem_doc,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +32,7 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")
     response_model=KeyCreated,
     responses={
         **ADMIN_ERRORS,
+        **JSON_BODY_ERRORS,
         422: problem_doc(
             422,
             "A missing or invalid field",

@@ -14,9 +14,9 @@ from fastapi import APIRouter, Body, Path, Query, Response
 
 from api.deps import Caller, Res, require_stream
 from api.problems import Problem
-from api.schemas.keys import AUTH_ERRORS, problem_doc
+from api.schemas.keys import AUTH_ERRORS, JSON_BODY_ERRORS, problem_doc
 from api.schemas.webhooks import Delivery, DeliveryList, Webhook, WebhookCreate, WebhookCreated, WebhookList
-from api.security import validate_webhook_url
+from api.security import WEBHOOK_REFUSED, validate_webhook_url
 from vstream.schema import STREAM_ID_PATTERN
 from vstream.webhooks import (
     DeliveryRecord,
@@ -61,10 +61,11 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
             "Too many webhooks",
             f"a stream may have at most {MAX_WEBHOOKS_PER_STREAM} webhooks; delete one first",
         ),
+        **JSON_BODY_ERRORS,
         422: problem_doc(
             422,
             "A bad URL (scheme, credentials, a private or loopback host) or kinds",
-            "Source not allowed",
+            WEBHOOK_REFUSED,
             "url: host '127.0.0.1' resolves to 127.0.0.1, a loopback address; only public hosts are allowed",
         ),
     },

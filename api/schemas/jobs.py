@@ -13,6 +13,7 @@ from vstream.schema import STREAM_ID_PATTERN, ClipParams, GateParams
 Task = Literal["events", "segments", "caption"]
 EventType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 _STREAM_ID = re.compile(STREAM_ID_PATTERN)
+DEFAULT_SPORT = "soccer"  # preset 'sports' without a sport; jobs store sport None then
 
 _PARAMS_EXAMPLE = {"fps": 2.0, "clip_seconds": 8.0, "overlap_seconds": 2.0, "max_side": 448}
 JOB_CREATE_EXAMPLES: dict[str, dict[str, Any]] = {
@@ -95,7 +96,7 @@ class JobCreate(BaseModel):
         try:
             p = preset(
                 str(data["preset"]),
-                sport=data.get("sport") or "soccer",
+                sport=data.get("sport") or DEFAULT_SPORT,
                 event_types=tuple(data.get("event_types") or ()),
             )
         except ValueError as exc:

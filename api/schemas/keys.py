@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
+
+from vstream.schema import STREAM_ID_PATTERN
+
+_STREAM_ID = re.compile(STREAM_ID_PATTERN)
+
+
+def _could_match_a_stream(pattern: str) -> str:
+    # With each '*' as one id character, a pattern fails the id rule only when it has a character no id
+    # has, starts where no id can, or is longer than any id: it would match nothing, silently
+    if not _STREAM_ID.fullmatch(pattern.replace("*", "a")):
+        raise PydanticCustomError(  # not ValueError: its message would start "Value error, "
+            "stream_pattern",
+            "{pattern} matches no stream id: use what stream ids use (letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, at most 128) and '*' for any run of them, e.g. 'cam-*'",
+            {"pattern": repr(pattern)},
+        )
+    return pattern
+
 
 StreamPattern = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    Field(description="An fnmatch pattern of stream ids, e.g. 'cam-*' or 'lobby'."),
+    AfterValidator(_could_match_a_stream),
+    Field(description="A stream id, or a pattern of them with '*' for any run of characters: 'cam-*'."),
 ]
 
 
@@ -58,6 +79,15 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
         "the key is not valid (revoked or mistyped)",
     ),
 }
+JSON_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    415: problem_doc(
+        415,
+        "The body was not sent as JSON (Content-Type missing or not application/json)",
+        "Unsupported media type",
+        "the body was sent with Content-Type 'application/x-www-form-urlencoded'; send JSON with the header "
+        "'Content-Type: application/json'",
+    ),
+}
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
     403: problem_doc(403, "The key is not the admin key", "Admin only", "this endpoint needs the admin key"),
@@ -67,7 +97,7 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="Who or what the key is for.")
     streams: list[StreamPattern] = Field(
-        min_length=1, max_length=100, description="Stream-id patterns (fnmatch) this key may access."
+        min_length=1, max_length=100, description="Stream ids, or patterns with '*', this key may access."
     )
 
     model_config = ConfigDict(

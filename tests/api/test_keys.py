@@ -104,3 +104,24 @@ def test_invalid_key_requests_name_the_field(
     assert r.status_code == 422
     assert field in [e["field"] for e in r.json()["errors"]]
     assert client.get("/v1/keys", headers=admin).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["a b", "cam 1*", "cam/1", "cam-[12]", "cam-?", "-cam*", ".hidden", "cam\x00", "x" * 129, "é*"],
+)
+def test_a_stream_pattern_no_stream_id_could_match_is_refused(
+    client: TestClient, admin: dict[str, str], pattern: str
+) -> None:
+    r = client.post("/v1/keys", json={"name": "x", "streams": ["lobby", pattern]}, headers=admin)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["errors"]
+    assert error["field"] == "streams.1"
+    assert error["message"].startswith(f"{pattern!r} matches no stream id") and "'*'" in error["message"]
+    assert client.get("/v1/keys", headers=admin).json()["items"] == []
+
+
+def test_stream_patterns_use_stream_id_characters_and_star(client: TestClient, admin: dict[str, str]) -> None:
+    patterns = ["*", "cam-*", "*.hd", "Site_2.cam-*-east", "x" * 128, " lobby "]
+    created = _create(client, admin, "ok", *patterns)
+    assert created["streams"] == [*patterns[:-1], "lobby"]  # surrounding whitespace is trimmed

@@ -127,6 +127,19 @@ def test_webhook_urls(fake_dns: None) -> None:
         assert detail.startswith("url: ") and reason in detail, (url, detail)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/x", "http://169.254.169.254/", "http:///no-host", "http://no-such-host.invalid/"],
+)
+def test_refusals_are_titled_by_what_was_refused(url: str) -> None:
+    with pytest.raises(Problem) as source:
+        validate_source_url(url, API)
+    with pytest.raises(Problem) as webhook:
+        validate_webhook_url(url, API)
+    assert source.value.title == "Source not allowed"
+    assert webhook.value.title == "Webhook URL not allowed"
+
+
 # ---- local files -------------------------------------------------------------------------------------------
 
 

@@ -105,6 +105,25 @@ def test_bad_url_or_kinds_is_a_422(
     assert field in [e["field"] for e in r.json()["errors"]], r.json()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://93.184.215.14/x",
+        "https://user:pw@93.184.215.14/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:8080/hook",
+        "http://no-such-host.invalid/hook",
+    ],
+)
+def test_a_refused_url_is_titled_as_a_webhook_url(
+    client: TestClient, admin: dict[str, str], url: str
+) -> None:
+    r = client.post("/v1/streams/cam-1/webhooks", json={"url": url}, headers=admin)
+    assert r.status_code == 422, r.text
+    assert r.json()["title"] == "Webhook URL not allowed"
+    assert r.json()["errors"][0]["field"] == "url"
+
+
 def test_loopback_is_refused_by_default_and_allowed_when_configured(
     client: TestClient, private_client: TestClient, admin: dict[str, str]
 ) -> None:
