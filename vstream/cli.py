@@ -9,12 +9,17 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from vstream.config import Settings, load_settings
+from vstream.config import ConfigError, Settings, error_text, load_settings
 from vstream.media.frames import SourceError
-from vstream.schema import ClipMessage, ClipParams, GateParams, IngestRequest
+from vstream.schema import ClipMessage, ClipParams, GateParams, IngestRequest, redact_url
+
+if TYPE_CHECKING:
+    from vstream.analysis.results import Task
+    from vstream.presets import Preset
 
 logger = logging.getLogger("vstream")
 
@@ -41,7 +46,9 @@ def _clip_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="a user journey's defaults: task, event types, clip length, gate",
     )
-    p.add_argument("--sport", default="soccer", help="with --preset sports: soccer, basketball or tennis")
+    p.add_argument(
+        "--sport", default=None, help="with --preset sports: soccer (default), basketball or tennis"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="analysis task (default: the preset's, else caption)",
     )
     analyze.add_argument(
-        "--events", default="", help='comma-separated event types, e.g. "person falls,car stops"'
+        "--events",
+        default=None,
+        help='comma-separated event types, e.g. "person falls,car stops" (implies --task events)',
     )
     analyze.add_argument(
         "--model",
@@ -101,19 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestRequest:
     """An IngestRequest from the clip options; a --preset supplies defaults that explicit flags override."""
-    from vstream.presets import preset
-
-    events = tuple(e.strip() for e in getattr(args, "events", "").split(",") if e.strip())
-    p = preset(args.preset, sport=args.sport, event_types=events) if getattr(args, "preset", None) else None
+    check_scheme(args.source)
+    events = tuple(e.strip() for e in (getattr(args, "events", None) or "").split(",") if e.strip())
+    p = _preset_from(args, events)
     c = p.params if p else settings.clips
+    # `is None`, not `or`: an explicit 0 must reach validation and be refused, not become the default
     params = ClipParams(
-        fps=args.fps or c.fps,
-        clip_seconds=args.clip_seconds or c.clip_seconds,
+        fps=c.fps if args.fps is None else args.fps,
+        clip_seconds=c.clip_seconds if args.clip_seconds is None else args.clip_seconds,
         overlap_seconds=c.overlap_seconds if args.overlap is None else args.overlap,
-        max_side=args.max_side or c.max_side,
+        max_side=c.max_side if args.max_side is None else args.max_side,
     )
     stream_id = args.stream_id or _stream_id_from(args.source)
-    task = p.task if p and getattr(args, "task", None) is None else (getattr(args, "task", None) or "caption")
     return IngestRequest(
         job_id=getattr(args, "job_id", None) or f"{stream_id}-{params.params_hash}",
         stream_id=stream_id,
@@ -121,11 +129,92 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> IngestReq
         params=params,
         gate=GateParams(enabled=args.gate or bool(p and p.gate.enabled)),
         realtime=args.realtime,
-        task=task,
+        task=_task_from(args, p, events),
         event_types=list(p.event_types if p else events),
         preset=p.name if p else None,
-        sport=args.sport if p and p.name == "sports" else None,
+        sport=(getattr(args, "sport", None) or "soccer") if p and p.name == "sports" else None,
     )
+
+
+def _preset_from(args: argparse.Namespace, events: tuple[str, ...]) -> Preset | None:
+    from vstream.presets import preset
+
+    name, sport = getattr(args, "preset", None), getattr(args, "sport", None)
+    if sport is not None and name != "sports":
+        # an error, not an implied preset: --preset is the one switch that picks a journey (task,
+        # clip length, gate), and a sub-option should not change all of them behind the user's back
+        raise ValueError(f"--sport {sport} needs --preset sports")
+    return preset(name, sport=sport or "soccer", event_types=events) if name else None
+
+
+def _task_from(args: argparse.Namespace, p: Preset | None, events: tuple[str, ...]) -> Task:
+    """--task, else the preset's task, else events when --events names some, else caption."""
+    task: Task = getattr(args, "task", None) or (p.task if p else "events" if events else "caption")
+    if events and task != "events":
+        raise ValueError(f"--events needs task 'events'; task {task!r} takes no event types")
+    return task
+
+
+def check_scheme(source: str) -> None:
+    """Refuse an unreadable URL scheme before anything else runs (open_source checks it again)."""
+    from vstream.media.source import check_scheme as check
+
+    check(source)
+
+
+class ServiceUnavailable(RuntimeError):
+    """Kafka or Redis cannot be reached at start-up."""
+
+
+_START_HINT = "start the local ones with deploy/local/services.sh start"
+
+
+def check_services(settings: Settings, *, kafka: bool = True) -> None:
+    """Fail with one line naming the service and address, before any work starts."""
+    _check_redis(settings.redis.url)
+    if kafka:
+        _check_kafka(settings.kafka.bootstrap)
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    where = redact_url(url)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=10)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except ValueError as exc:  # from_url: not a redis URL
+        raise ServiceUnavailable(f"bad Redis URL {where!r} (VSTREAM_REDIS__URL): {exc}") from exc
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise ServiceUnavailable(
+            f"cannot reach Redis at {where} ({exc}); set VSTREAM_REDIS__URL or {_START_HINT}"
+        ) from exc
+
+
+def _check_kafka(bootstrap: str) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    if not logger.isEnabledFor(logging.DEBUG):
+        kafka_log.setLevel(logging.CRITICAL)  # it logs every retry of the ~30 s bootstrap as an ERROR
+    try:
+        KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="vstream-check").close()
+    except ValueError as exc:  # a malformed host:port
+        raise ServiceUnavailable(
+            f"bad Kafka address {bootstrap!r} (VSTREAM_KAFKA__BOOTSTRAP): {exc}"
+        ) from exc
+    except KafkaError as exc:
+        raise ServiceUnavailable(
+            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); "
+            f"set VSTREAM_KAFKA__BOOTSTRAP or {_START_HINT}"
+        ) from exc
+    finally:
+        kafka_log.setLevel(level)
 
 
 def _stream_id_from(source: str) -> str:
@@ -146,6 +235,7 @@ def clip_summary(msg: ClipMessage) -> dict[str, object]:
         "height": msg.height,
         "bytes": msg.payload_bytes,
         "clock": msg.clock,
+        "last": msg.last,
     }
     if msg.wall_timestamps is not None:
         out["wall_timestamps"] = msg.wall_timestamps
@@ -208,10 +298,13 @@ def cmd_clips(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from workers.ingest_worker import ingest_once
 
-    return ingest_once(request_from_args(args, settings), settings)
+    req = request_from_args(args, settings)
+    check_services(settings)
+    return ingest_once(req, settings)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    check_services(settings, kafka=args.kind != "webhooks")
     if args.kind == "webhooks":
         from workers.webhook_worker import WebhookWorker
 
@@ -234,6 +327,8 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    # checked before uvicorn starts: a failure inside its lifespan is a traceback and exit code 3
+    check_services(settings)
     if args.workers > 1:  # each process builds its own app (and reads the same VSTREAM_* settings)
         uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
         return 0
@@ -273,28 +368,53 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"vstream: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else settings.log_level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # kafka-python logs every connection and rebalance step at INFO
+        logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        settings = load_settings()
         return COMMANDS[args.command](args, settings)
-    except SourceError as exc:
+    except (SourceError, ServiceUnavailable) as exc:
         print(f"vstream: error: {exc}", file=sys.stderr)
         return 2
     except (ValidationError, ValueError) as exc:
-        print(f"vstream: invalid input: {_one_line(exc)}", file=sys.stderr)
+        print(f"vstream: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
 
 
+# Request fields as the user typed them on the command line.
+_FLAGS = {
+    "fps": "--fps",
+    "clip_seconds": "--clip-seconds",
+    "overlap_seconds": "--overlap",
+    "max_side": "--max-side",
+    "event_types": "--events",
+    "stream_id": "--stream-id",
+    "job_id": "--job-id",
+}
+
+
 def _one_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+        return "; ".join(_error_line(e["loc"], error_text(e)) for e in exc.errors())
     return str(exc).splitlines()[0]
+
+
+def _error_line(loc: tuple[int | str, ...], text: str) -> str:
+    if not loc:  # a check across fields: its message names them
+        return text
+    where = ".".join(str(p) for p in loc)
+    return f"{_FLAGS.get(where, where)}: {text}"
 
 
 if __name__ == "__main__":

@@ -60,6 +60,29 @@ def clip_record(a: Analysis) -> dict[str, object]:
     return out
 
 
+_TEXT_CHARS = 100
+_SEGMENTS_SHOWN = 5
+
+
+def _short(text: str, limit: int = _TEXT_CHARS) -> str:
+    flat = " ".join(text.split())  # model text may hold newlines, which would break the one-line layout
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def result_lines(a: Analysis) -> list[str]:
+    """The caption or segments of one clip for the readable output, each on one short line."""
+    r = a.result
+    if r is None:
+        return []
+    lines = [f"caption {_short(r.caption.text)!r}"] if r.caption else []
+    for s in r.segments[:_SEGMENTS_SHOWN]:
+        text = _short(f"{s.title}: {s.description}" if s.description else s.title)
+        lines.append(f"segment {s.start:.1f}-{s.end:.1f}s {text!r}")
+    if len(r.segments) > _SEGMENTS_SHOWN:
+        lines.append(f"... and {len(r.segments) - _SEGMENTS_SHOWN} more segments (--json shows all)")
+    return lines
+
+
 def _print_summary(
     stream_id: str, segments: list[SegmentRecord], backend: ModelBackend, as_json: bool
 ) -> None:
@@ -96,6 +119,8 @@ def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest
             return
         status = "ok" if a.result and a.result.ok else f"failed: {(a.result.error if a.result else a.error)}"
         print(f"{a.clip.clip_id} {a.clip.t_start:8.2f}-{a.clip.t_end:8.2f}s {status}", flush=True)
+        for line in result_lines(a):
+            print(f"  {line}", flush=True)
         for ch in changes:
             print(
                 f"  event {ch.kind:6} {ch.event.label!r} {ch.event.start:.1f}-{ch.event.end:.1f}s "

@@ -6,12 +6,25 @@ an error rather than silently ignored, so a typo fails loudly instead of running
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import re
+import typing
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 KAFKA_DEFAULT_MESSAGE_LIMIT = 1_048_576
 
@@ -47,6 +60,14 @@ class ClipSettings(_Group):
         448, ge=28, le=4032, description="Longest frame side after resize (multiple of 28)."
     )
     jpeg_quality: int = Field(85, ge=10, le=100)
+
+    @field_validator("max_side")
+    @classmethod
+    def _patch_multiple(cls, v: int) -> int:
+        # checked here too, so a bad default fails at start-up naming its variable, not at the first clip
+        if v % 28:
+            raise ValueError("must be a multiple of 28 (GLM-4.5V: patch 14 x merge 2)")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> ClipSettings:
@@ -129,6 +150,13 @@ class ApiSettings(_Group):
     webhook_max_attempts: int = Field(6, ge=1)
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigError(ValueError):
+    """An unknown or invalid ``VSTREAM_*`` variable; the message names the variable."""
+
+
 class Settings(BaseSettings):
     """All of vstream's configuration."""
 
@@ -143,12 +171,17 @@ class Settings(BaseSettings):
     blobs: BlobSettings = BlobSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
-    log_level: str = Field("INFO", description="Python logging level.")
+    log_level: LogLevel = Field("INFO", description="Python logging level (any case).")
     worker_max_jobs: int = Field(4, ge=1, description="Ingest jobs one ingest worker runs at once.")
     job_lease_s: float = Field(30.0, ge=2, description="A job whose owner stops renewing is taken over.")
     retention_s: int | None = Field(
         7 * 86400, ge=60, description="TTL of stored results, events and feeds; unset (None) keeps them."
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -159,8 +192,67 @@ def load_settings(**overrides: object) -> Settings:
     )
     unknown = [k for k in unknown if k not in _NON_SETTINGS_ENV]
     if unknown:
-        raise ValueError(f"unknown VSTREAM_* environment variables: {', '.join(unknown)}")
-    return Settings(**overrides)  # type: ignore[arg-type]
+        raise ConfigError(f"unknown VSTREAM_* environment variables: {', '.join(unknown)}")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from exc
+    except SettingsError as exc:  # a JSON-typed variable (list, dict) that is not JSON
+        raise ConfigError(_describe_unparsable(exc)) from exc
+
+
+def error_text(e: ErrorDetails) -> str:
+    """pydantic's message without its "Value error, " prefix, which means nothing to a user."""
+    return "unknown setting" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+
+
+def _describe(e: ErrorDetails) -> str:
+    names = [str(p) for p in itertools.takewhile(lambda p: isinstance(p, str), e["loc"])]
+    var = "VSTREAM_" + "__".join(n.upper() for n in names)
+    annotation = _annotation_at(names)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        var += "__*"  # a check across fields of a group (e.g. overlap vs clip length)
+    got = e.get("input")
+    shown = f" (got {str(got)[:60]!r})" if isinstance(got, str | int | float) and names else ""
+    return f"{var}: {error_text(e)}{shown}"
+
+
+def _annotation_at(names: list[str]) -> object:
+    """The type of the setting at ``names`` (group, then field), or None when there is no such setting."""
+    model: object = Settings
+    for name in names:
+        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        if name not in fields:
+            return None
+        model = fields[name].annotation
+    return model
+
+
+def _describe_unparsable(exc: SettingsError) -> str:
+    """pydantic-settings names only the top-level field; find the variable under it that is not JSON."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    field = match.group(1).upper() if match else ""
+    for var, value in sorted(os.environ.items()):
+        if var != f"VSTREAM_{field}" and not var.startswith(f"VSTREAM_{field}__"):
+            continue
+        expected = _json_form(_annotation_at([n.lower() for n in var[8:].split("__")]))
+        try:
+            json.loads(value)
+        except ValueError:
+            if expected:
+                return f"{var} must be {expected} (got {value[:60]!r})"
+    return f"VSTREAM_{field}*: {exc}"
+
+
+def _json_form(annotation: object) -> str | None:
+    """How a setting of this type is written, for the types pydantic-settings reads as JSON."""
+    origin = typing.get_origin(annotation) or annotation
+    if origin is list:
+        example = '["/data"]' if typing.get_args(annotation) == (Path,) else '["a", "b"]'
+        return f"a JSON list, e.g. {example}"
+    if origin is dict or (isinstance(origin, type) and issubclass(origin, BaseModel)):
+        return 'a JSON object, e.g. {"name": "value"}'
+    return None
 
 
 # Variables read by scripts, not by the library.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,7 +13,7 @@ from vstream.config import DecodeSettings
 from vstream.media.child import DecodeProcess
 from vstream.media.frames import Frame, SourceError, SourceInfo
 from vstream.media.live import Backoff, LiveSource
-from vstream.media.pyav_source import DecodeSpec, is_live_url
+from vstream.media.pyav_source import LIVE_SCHEMES, DecodeSpec, is_live_url
 from vstream.schema import ClipParams
 
 
@@ -52,6 +53,16 @@ class FileSource:
         self._proc.close()
 
 
+def check_scheme(source: str) -> None:
+    """Refuse a URL whose scheme no decoder reads, rather than looking for a file named like it."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", source)
+    if match and not is_live_url(source):
+        supported = ", ".join(s.removesuffix("://") for s in LIVE_SCHEMES)
+        raise SourceError(
+            f"unsupported source scheme {match.group(1)!r} (supported: {supported}; or a local file path)"
+        )
+
+
 def open_source(
     source: str,
     params: ClipParams,
@@ -61,6 +72,7 @@ def open_source(
     realtime: bool = False,
 ) -> FrameSource:
     """Open a file path or a live URL (rtsp, rtmp, http(s)/HLS, udp, srt, tcp); raises SourceError."""
+    check_scheme(source)
     live = is_live_url(source)
     if not live:
         path = Path(source)

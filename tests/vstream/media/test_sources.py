@@ -92,6 +92,14 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(
     assert len([line for line in proc.stderr.splitlines() if line.startswith("vstream: error")]) == 1
 
 
+@pytest.mark.parametrize("source", ["ftp://host/v.mp4", "file:///tmp/v.mp4", "s3://bucket/v.mp4"])
+def test_workers_refuse_unknown_schemes_by_name(source: str) -> None:
+    """open_source is what workers call: the scheme is named, not looked up as a file called 'ftp:'."""
+    scheme = source.split(":", 1)[0]
+    with pytest.raises(SourceError, match=f"unsupported source scheme '{scheme}'"):
+        open_source(source, ClipParams(), DecodeSettings())
+
+
 def test_invalid_parameters_exit_with_a_clear_message(media: dict[str, Path]) -> None:
     proc = run_clips(media["good"], "--max-side", "450")
     assert proc.returncode == 2 and "multiple of 28" in proc.stderr and "Traceback" not in proc.stderr
@@ -208,6 +216,7 @@ def test_a_60s_30fps_video_gives_6s_windows_of_even_frames_at_half_seconds(tmp_p
     assert all(c["n_frames"] % 2 == 0 and c["n_frames"] >= 2 for c in clips)
     covered = sorted({t for c in clips for t in c["timestamps"]})
     assert covered[0] == 0.0 and covered[-1] >= 59.5 - 1 / 30 and clips[-1]["t_end"] == 60.0
+    assert [c["last"] for c in clips] == [False] * 9 + [True], "the final clip says so"
     for c in clips:
         for t in c["timestamps"]:
             assert abs(t - round(t * 2) / 2) <= 1 / 30 + 1e-6, f"{t} is not k/2 within one source frame"
