@@ -67,6 +67,11 @@ class Keys:
         """Highest clip index Kafka acknowledged for a stream under one set of clip parameters."""
         return f"{self.prefix}ingest:{stream_id}:{params_hash}:acked"
 
+    def analysis_progress(self, stream_id: str, params_hash: str) -> str:
+        """Hash of the same clips' analysis outcomes: ``analysed`` (usable answer), ``failed`` (stored,
+        but no usable answer), ``dead_lettered``."""
+        return f"{self.prefix}analysis:{stream_id}:{params_hash}"
+
     def worker_heartbeat(self, kind: str, worker_id: str) -> str:
         return f"{self.prefix}worker:{kind}:{worker_id}"
 

@@ -93,11 +93,23 @@ class ResultStore:
                     self._write(
                         pipe, result, result_key, tracker_key, state, changes, segments, clip.retention_s
                     )
+                    self._count(pipe, clip, "analysed" if result.ok else "failed")
                     pipe.execute()
                     return CommitResult("written", changes, segments)
                 except redis.WatchError:
                     continue  # another writer touched this stream: recompute from its state
         raise redis.RedisError(f"could not commit {clip.clip_id}: tracker state kept changing")
+
+    def count_dead_letter(self, clip: ClipMessage) -> None:
+        self._count(self.r, clip, "dead_lettered")
+
+    def _count(self, r: redis.Redis | redis.client.Pipeline, clip: ClipMessage, outcome: str) -> None:
+        """Per-job analysis progress; inside the commit's MULTI, so a redelivered clip is never counted
+        twice."""
+        key = self.keys.analysis_progress(clip.stream_id, clip.params.params_hash)
+        r.hincrby(key, outcome, 1)
+        if clip.retention_s or self.ttl:
+            r.expire(key, clip.retention_s or self.ttl or 0)
 
     def _apply(
         self, state: TrackerState, result: ClipResult, clip: ClipMessage, parsed: ParsedOutput

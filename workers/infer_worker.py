@@ -257,6 +257,8 @@ class InferWorker:
         )
         producer.send(self.topics.dead_letter, key=key, value=payload, headers=headers)
         self.counters.add("dead_letter")
+        if clip is not None:
+            self.store.count_dead_letter(clip)
         logger.error("clip %s outcome=dead-letter error=%s", clip.clip_id if clip else "?", error)
 
     def _stuck(self, clips: Sequence[ClipMessage]) -> None:

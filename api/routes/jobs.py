@@ -306,13 +306,27 @@ def _load(res: Resources, job_ids: list[bytes]) -> list[JobView | None]:
     pipe = res.redis_sync.pipeline(transaction=False)
     for item in reqs:
         if item is not None:
-            pipe.get(res.keys.ingest_progress(item[0].stream_id, item[0].params.params_hash))
-    acked = iter(pipe.execute())
-    return [None if item is None else _view(item[0], item[1], next(acked)) for item in reqs]
+            stream, params_hash = item[0].stream_id, item[0].params.params_hash
+            pipe.get(res.keys.ingest_progress(stream, params_hash))
+            pipe.hgetall(res.keys.analysis_progress(stream, params_hash))
+    progress = iter(pipe.execute())
+    return [None if item is None else _view(*item, next(progress), next(progress)) for item in reqs]
 
 
-def _view(req: IngestRequest, raw: dict[bytes, bytes], acked: bytes | None) -> JobView:
+def _progress(req: IngestRequest, acked: bytes | None, analysis: dict[bytes, bytes]) -> JobProgress:
     clips = int(acked) + 1 if acked is not None else 0
+    return JobProgress(
+        clips_acked=clips,
+        media_seconds=round(clips * req.params.step_seconds, 3),
+        clips_analysed=int(analysis.get(b"analysed", 0)),
+        clips_failed=int(analysis.get(b"failed", 0)),
+        clips_dead_lettered=int(analysis.get(b"dead_lettered", 0)),
+    )
+
+
+def _view(
+    req: IngestRequest, raw: dict[bytes, bytes], acked: bytes | None, analysis: dict[bytes, bytes]
+) -> JobView:
     updated = raw.get(b"updated_at")
     return JobView(
         job_id=req.job_id,
@@ -326,7 +340,7 @@ def _view(req: IngestRequest, raw: dict[bytes, bytes], acked: bytes | None) -> J
         status=raw.get(b"status", b"queued").decode(),
         error=raw.get(b"error", b"").decode(),
         attempts=int(raw.get(b"attempts", 0)),
-        progress=JobProgress(clips_acked=clips, media_seconds=round(clips * req.params.step_seconds, 3)),
+        progress=_progress(req, acked, analysis),
         submitted_at=float(raw.get(b"submitted_at", req.submitted_at)),
         updated_at=float(updated) if updated is not None else None,
         live="://" in req.source,  # file sources are stored as paths; every URL scheme is a live one

@@ -43,7 +43,13 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "status": "running",
     "error": "",
     "attempts": 1,
-    "progress": {"clips_acked": 12, "media_seconds": 72.0},
+    "progress": {
+        "clips_acked": 12,
+        "media_seconds": 72.0,
+        "clips_analysed": 10,
+        "clips_failed": 1,
+        "clips_dead_lettered": 0,
+    },
     "submitted_at": 1767225600.0,
     "updated_at": 1767225672.5,
     "live": True,
@@ -128,8 +134,27 @@ class JobCreate(BaseModel):
 class JobProgress(BaseModel):
     clips_acked: int = Field(description="Clips Kafka has acknowledged (for this stream and clip params).")
     media_seconds: float = Field(description="About how much media those clips cover.")
+    clips_analysed: int = Field(0, description="Of those clips, analysed with a usable answer.")
+    clips_failed: int = Field(
+        0, description="Analysed, but the answer was unusable (unparseable, model error): see each result."
+    )
+    clips_dead_lettered: int = Field(
+        0, description="Given up on after repeated failures (on the dead-letter topic, with the error)."
+    )
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"clips_acked": 12, "media_seconds": 72.0}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "clips_acked": 12,
+                    "media_seconds": 72.0,
+                    "clips_analysed": 10,
+                    "clips_failed": 1,
+                    "clips_dead_lettered": 0,
+                }
+            ]
+        }
+    )
 
 
 class JobView(BaseModel):

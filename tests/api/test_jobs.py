@@ -48,7 +48,13 @@ def test_submit_records_the_job_and_sends_it_to_kafka(
     assert job["status"] == "queued" and job["live"] is True and job["event_types"] == ["person falls"]
     assert job["source"] == "rtsp://93.184.216.34:554/live"  # credentials never shown
     assert job["params"] == ClipParams().model_dump() and job["gate"] == {"enabled": True, "threshold": 6.0}
-    assert job["progress"] == {"clips_acked": 0, "media_seconds": 0.0}
+    assert job["progress"] == {
+        "clips_acked": 0,
+        "media_seconds": 0.0,
+        "clips_analysed": 0,
+        "clips_failed": 0,
+        "clips_dead_lettered": 0,
+    }
 
     got = client.get(r.headers["location"], headers=admin)
     assert got.status_code == 200 and got.json() == job
@@ -82,7 +88,7 @@ def test_a_file_under_the_media_root_is_stored_as_its_real_path(
     assert job["source"] == str(video.resolve())
 
 
-def test_progress_counts_acknowledged_clips(
+def test_progress_counts_acknowledged_and_analysed_clips(
     client: TestClient, admin: dict[str, str], settings: Settings, redis_client: redis.Redis
 ) -> None:
     params = {"fps": 2, "clip_seconds": 10, "overlap_seconds": 4, "max_side": 224}
@@ -90,8 +96,18 @@ def test_progress_counts_acknowledged_clips(
     req = _store(settings, redis_client).get(job["job_id"])
     assert req is not None
     _store(settings, redis_client).set_acked_index(req.request, 4)
+    analysis = Keys(settings.redis.key_prefix).analysis_progress(
+        req.request.stream_id, req.request.params.params_hash
+    )
+    redis_client.hset(analysis, mapping={"analysed": 3, "failed": 1})
     progress = client.get(f"/v1/jobs/{job['job_id']}", headers=admin).json()["progress"]
-    assert progress == {"clips_acked": 5, "media_seconds": 30.0}  # 5 clips x 6 s step
+    assert progress == {  # 5 clips x 6 s step
+        "clips_acked": 5,
+        "media_seconds": 30.0,
+        "clips_analysed": 3,
+        "clips_failed": 1,
+        "clips_dead_lettered": 0,
+    }
 
 
 def test_idempotency_key_returns_the_same_job(

@@ -16,7 +16,8 @@ from tests.conftest import records, start_worker, wait_for
 from tests.media_fixtures import sample
 from tests.workers.test_ingest_worker import submit
 from vstream.config import Settings
-from vstream.names import Keys
+from vstream.kafka_io import ensure_topics, make_consumer
+from vstream.names import Keys, Topics
 from vstream.schema import ClipParams, IngestRequest
 
 pytestmark = pytest.mark.integration
@@ -113,3 +114,55 @@ def test_sigkill_and_restart_lose_no_clip_and_duplicate_nothing(
     kinds = [fields[b"kind"] for _, fields in feed]
     assert kinds.count(b"open") == 1 and kinds.count(b"close") == 1, "no duplicate alert after the restart"
     assert kinds.count(b"update") == n - 1, "each later clip extended the event exactly once"
+
+
+def test_a_clip_the_model_cannot_answer_is_dead_lettered_counted_and_the_worker_goes_on(
+    settings: Settings, topics: Topics, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    keys = Keys(settings.redis.key_prefix)
+    script = tmp_path / "script.json"  # answers events only: a caption clip fails, and retrying cannot help
+    script.write_text(json.dumps({"outputs": {"events": "[]"}}))
+    video = sample(tmp_path, "v.mp4", seconds=7, width=320, height=180)  # step 3 s: clips at 0 and 3 s
+    log = tmp_path / "infer.log"
+    ingest = start_worker(settings, "ingest", tmp_path / "ingest.log")
+    infer = start_infer(settings, log, type="scripted", model=str(script), max_wait_s="0.1")
+    ensure_topics(settings.kafka, {topics.dead_letter: 1})  # subscribe to a topic that exists
+    dlq = make_consumer(
+        settings.kafka, f"{topics.prefix}test-dlq", topics.dead_letter, auto_offset_reset="earliest"
+    )
+    dead: list[Any] = []
+
+    def dead_letters(n: int) -> bool:
+        dead.extend(m for batch in dlq.poll(500).values() for m in batch)
+        return len(dead) >= n
+
+    try:
+        submit(
+            settings,
+            IngestRequest(job_id="bad", stream_id="bad", source=str(video), params=PARAMS, task="caption"),
+        )
+        wait_for(lambda: dead_letters(2), 120, "2 dead letters")
+        submit(
+            settings,
+            IngestRequest(
+                job_id="good",
+                stream_id="good",
+                source=str(video),
+                params=PARAMS,
+                task="events",
+                event_types=["x"],
+            ),
+        )
+        wait_for(lambda: len(results(redis_client, keys, "good")) >= 2, 120, "the next job's results")
+    finally:
+        dlq.close()
+        for proc in (ingest, infer):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    headers = [dict(m.headers) for m in dead]
+    assert all(b"no output for task 'caption'" in h["error"] for h in headers), headers
+    assert sorted(json.loads(m.value)["index"] for m in dead) == [0, 1]
+    assert results(redis_client, keys, "bad") == [], "nothing stored for a clip without an answer"
+    progress = redis_client.hgetall(keys.analysis_progress("bad", PARAMS.params_hash))
+    assert progress == {b"dead_lettered": b"2"}
+    assert infer.returncode == 0, log.read_text()

@@ -1,0 +1,36 @@
+"""ResultStore's per-job analysis progress, on the real Redis through the worker's write path."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.api.test_results import PARAMS, clip, commit, commit_other_task
+from vstream.analysis.results import ParsedOutput
+from vstream.config import Settings
+from vstream.names import Keys
+from vstream.store import ResultStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_analysis_progress_counts_each_clip_once(redis_client: redis.Redis, settings: Settings) -> None:
+    keys = Keys(settings.redis.key_prefix)
+    store = ResultStore(redis_client, keys)
+    commit(store, "cam", 0, [("person", 1.0, 2.0, 0.9)])
+    commit(store, "cam", 1)
+    commit(store, "cam", 0, [("person", 1.0, 2.0, 0.9)])  # redelivered: already written
+    garbage = ParsedOutput(task="events", ok=False, raw="I cannot see", error="no JSON found in the answer")
+    commit_other_task(store, "cam", 2, garbage)
+    store.count_dead_letter(clip("cam", 3))
+    progress = redis_client.hgetall(keys.analysis_progress("cam", PARAMS.params_hash))
+    assert progress == {b"analysed": b"2", b"failed": b"1", b"dead_lettered": b"1"}
+    other = PARAMS.model_copy(update={"fps": 1.0}).params_hash
+    assert not redis_client.exists(keys.analysis_progress("cam", other)), "per clip parameters"
+
+
+def test_progress_expires_with_the_results(redis_client: redis.Redis, settings: Settings) -> None:
+    keys = Keys(settings.redis.key_prefix)
+    commit(ResultStore(redis_client, keys, retention_s=600), "cam", 0)
+    ttl = int(redis_client.ttl(keys.analysis_progress("cam", PARAMS.params_hash)))
+    assert 0 < ttl <= 600
