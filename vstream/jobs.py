@@ -87,6 +87,10 @@ class JobStore:
         mapping = {"status": status, "updated_at": time.time(), **{k: _flat(v) for k, v in fields.items()}}
         self.r.hset(self.keys.job(job_id), mapping=mapping)  # type: ignore[arg-type]
 
+    def record(self, job_id: str, **fields: object) -> None:
+        """Facts a worker learned while running the job (e.g. whether its source turned out to be live)."""
+        self.r.hset(self.keys.job(job_id), mapping={k: _flat(v) for k, v in fields.items()})
+
     def transition(
         self, job_id: str, status: Status, allowed_from: tuple[Status, ...], **fields: object
     ) -> bool:

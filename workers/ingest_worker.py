@@ -123,6 +123,7 @@ class JobRunner:
 
     def _ingest(self, req: IngestRequest, start_index: int, stop: threading.Event) -> IngestStats:
         source = open_for(req, self.settings.decode, start_index)
+        self.jobs.record(req.job_id, live=int(source.info.live))  # a URL can be a file (HTTP) or a stream
         publisher = ClipPublisher(
             self.producer,
             self.topics.clips,

@@ -343,7 +343,8 @@ def _view(
         progress=_progress(req, acked, analysis),
         submitted_at=float(raw.get(b"submitted_at", req.submitted_at)),
         updated_at=float(updated) if updated is not None else None,
-        live="://" in req.source,  # file sources are stored as paths; every URL scheme is a live one
+        # what the worker found on opening the source (a URL may be a file); before that, URLs count as live
+        live=raw[b"live"] == b"1" if b"live" in raw else "://" in req.source,
     )
 
 

@@ -110,6 +110,15 @@ def test_progress_counts_acknowledged_and_analysed_clips(
     }
 
 
+def test_live_is_what_the_worker_found_once_it_opened_the_source(
+    client: TestClient, admin: dict[str, str], settings: Settings, redis_client: redis.Redis
+) -> None:
+    job = _submit(client, admin, source="https://93.184.216.34/files/match.mp4")
+    assert job["live"] is True, "a URL counts as live until a worker has opened it"
+    _store(settings, redis_client).record(job["job_id"], live=0)  # it reported a duration: a file
+    assert client.get(f"/v1/jobs/{job['job_id']}", headers=admin).json()["live"] is False
+
+
 def test_idempotency_key_returns_the_same_job(
     client: TestClient, admin: dict[str, str], settings: Settings, redis_client: redis.Redis
 ) -> None:

@@ -122,6 +122,8 @@ def test_file_and_live_stream_arrive_exactly_once_and_in_order(
     assert live.live and live.wall_timestamps is not None and live.clock == "pts"
     assert abs(live.wall_timestamps[0] - time.time()) < 120
     assert "ingest job=file-1 stream=match outcome=done" in log
+    keys, r = Keys(settings.redis.key_prefix), redis.Redis.from_url(settings.redis.url)
+    assert (r.hget(keys.job("file-1"), "live"), r.hget(keys.job("live-1"), "live")) == (b"0", b"1")
 
 
 def test_duplicate_request_is_not_ingested_twice(settings: Settings, tmp_path: Path) -> None:
