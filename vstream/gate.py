@@ -28,7 +28,9 @@ class MotionGate:
         self.skipped = 0
 
     def passes(self, clip: Clip) -> bool:
-        if not self.params.enabled:
+        # The final clip always goes: it tells the infer worker the source ended (open events close, the
+        # lecture summary is finalised), still or not.
+        if not self.params.enabled or clip.last:
             return True
         thumbs = [thumbnail(f.image) for f in clip.frames]
         if self._last is not None and self._last.shape == thumbs[0].shape:

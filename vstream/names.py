@@ -69,7 +69,7 @@ class Keys:
 
     def analysis_progress(self, stream_id: str, params_hash: str) -> str:
         """Hash of the same clips' analysis outcomes: ``analysed`` (usable answer), ``failed`` (stored,
-        but no usable answer), ``dead_lettered``."""
+        but no usable answer), ``dead_lettered``; ``complete`` once the source's final clip is settled."""
         return f"{self.prefix}analysis:{stream_id}:{params_hash}"
 
     def worker_heartbeat(self, kind: str, worker_id: str) -> str:

@@ -108,6 +108,8 @@ class ResultStore:
         twice."""
         key = self.keys.analysis_progress(clip.stream_id, clip.params.params_hash)
         r.hincrby(key, outcome, 1)
+        if clip.last:  # a stream's clips are settled in order (one partition), so all before it are too
+            r.hset(key, "complete", 1)
         if clip.retention_s or self.ttl:
             r.expire(key, clip.retention_s or self.ttl or 0)
 

@@ -321,6 +321,7 @@ def _progress(req: IngestRequest, acked: bytes | None, analysis: dict[bytes, byt
         clips_analysed=int(analysis.get(b"analysed", 0)),
         clips_failed=int(analysis.get(b"failed", 0)),
         clips_dead_lettered=int(analysis.get(b"dead_lettered", 0)),
+        analysis_complete=analysis.get(b"complete") == b"1",
     )
 
 

@@ -49,6 +49,7 @@ _JOB_EXAMPLE: dict[str, Any] = {
         "clips_analysed": 10,
         "clips_failed": 1,
         "clips_dead_lettered": 0,
+        "analysis_complete": False,
     },
     "submitted_at": 1767225600.0,
     "updated_at": 1767225672.5,
@@ -141,6 +142,11 @@ class JobProgress(BaseModel):
     clips_dead_lettered: int = Field(
         0, description="Given up on after repeated failures (on the dead-letter topic, with the error)."
     )
+    analysis_complete: bool = Field(
+        False,
+        description="The source's final clip is analysed or dead-lettered, and so is every clip before it: "
+        "results are final. Never true for a live stream.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -151,6 +157,7 @@ class JobProgress(BaseModel):
                     "clips_analysed": 10,
                     "clips_failed": 1,
                     "clips_dead_lettered": 0,
+                    "analysis_complete": False,
                 }
             ]
         }

@@ -54,6 +54,7 @@ def test_submit_records_the_job_and_sends_it_to_kafka(
         "clips_analysed": 0,
         "clips_failed": 0,
         "clips_dead_lettered": 0,
+        "analysis_complete": False,
     }
 
     got = client.get(r.headers["location"], headers=admin)
@@ -107,6 +108,7 @@ def test_progress_counts_acknowledged_and_analysed_clips(
         "clips_analysed": 3,
         "clips_failed": 1,
         "clips_dead_lettered": 0,
+        "analysis_complete": False,
     }
 
 

@@ -256,6 +256,8 @@ def test_lecture_gives_ordered_chapters_and_a_summary(
         wait_for(final, 120, "the final lecture summary")
     finally:
         workers.stop()
+    progress = api.get(f"/v1/jobs/{job.json()['job_id']}", headers=headers).json()["progress"]
+    assert progress["analysis_complete"] and progress["clips_analysed"] == progress["clips_acked"] > 0
     summary = api.get("/v1/streams/physics-101/summary", headers=headers).json()
     chapters = summary["chapters"]
     assert [c["number"] for c in chapters] == list(range(1, len(chapters) + 1)) and len(chapters) >= 2

@@ -49,3 +49,11 @@ def test_sensor_noise_below_threshold_is_not_motion() -> None:
     gate = MotionGate(GateParams(enabled=True, threshold=4.0))
     gate.passes(make_clip(0, noisy[:2]))
     assert not gate.passes(make_clip(1, noisy[2:]))
+
+
+def test_the_final_clip_passes_even_when_still() -> None:
+    gate = MotionGate(GateParams(enabled=True, threshold=2.0))
+    assert gate.passes(make_clip(0, [moving(0), moving(100)]))
+    final = make_clip(1, [moving(100), moving(100)])
+    assert not gate.passes(final)
+    assert gate.passes(Clip(final.index, final.t_start, final.t_end, final.frames, last=True))

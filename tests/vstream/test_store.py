@@ -25,6 +25,8 @@ def test_analysis_progress_counts_each_clip_once(redis_client: redis.Redis, sett
     store.count_dead_letter(clip("cam", 3))
     progress = redis_client.hgetall(keys.analysis_progress("cam", PARAMS.params_hash))
     assert progress == {b"analysed": b"2", b"failed": b"1", b"dead_lettered": b"1"}
+    commit(store, "cam", 4, last=True)
+    assert redis_client.hget(keys.analysis_progress("cam", PARAMS.params_hash), "complete") == b"1"
     other = PARAMS.model_copy(update={"fps": 1.0}).params_hash
     assert not redis_client.exists(keys.analysis_progress("cam", other)), "per clip parameters"
 

@@ -164,5 +164,5 @@ def test_a_clip_the_model_cannot_answer_is_dead_lettered_counted_and_the_worker_
     assert sorted(json.loads(m.value)["index"] for m in dead) == [0, 1]
     assert results(redis_client, keys, "bad") == [], "nothing stored for a clip without an answer"
     progress = redis_client.hgetall(keys.analysis_progress("bad", PARAMS.params_hash))
-    assert progress == {b"dead_lettered": b"2"}
+    assert progress == {b"dead_lettered": b"2", b"complete": b"1"}
     assert infer.returncode == 0, log.read_text()
