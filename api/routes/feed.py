@@ -4,8 +4,10 @@ The infer worker appends every change to a Redis stream per video stream (``Keys
 streams (``Keys.feed_all``) in the same transaction as the change itself. Each SSE message carries its Redis
 entry id as ``id:``; a client that reconnects with ``Last-Event-ID`` (browsers do it on their own) reads
 on from exactly that entry, so nothing is missed or repeated as long as the feed still holds it (the
-writer trims each feed to its newest ~100,000 entries). Ids of ``/v1/feed`` and of a stream's feed are
-positions in different Redis streams: resume each endpoint with its own ids.
+writer trims each feed to its newest ~100,000 entries; a client resuming from before the oldest entry
+kept first gets an ``event: gap`` message saying so, to re-read that stretch with the range queries).
+Ids of ``/v1/feed`` and of a stream's feed are positions in different Redis streams: resume each
+endpoint with its own ids.
 
 Every connection blocks in its own ``XREAD`` on a connection of the async pool (no shared reader, no lock),
 for at most ``POLL_S`` at a time so that a client that went away is noticed and its connection released.
@@ -20,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
+import redis
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -62,8 +65,9 @@ async def stream_feed(
     """Changes of one stream's events, live, as Server-Sent Events."""
     require_stream(caller, stream_id)
     key = res.keys.feed(stream_id)
-    start = await _start_id(res, key, last_event_id_header or last_event_id or since)
-    return _sse(request, res, key, start, None)
+    after = last_event_id_header or last_event_id or since
+    start = await _start_id(res, key, after)
+    return _sse(request, res, key, start, None, await _gap(res, key, start) if after is not None else b"")
 
 
 @router.get("/feed", response_class=StreamingResponse, responses=FEED_RESPONSES)
@@ -79,8 +83,9 @@ async def all_feed(
     """Changes of the events of every stream this key may see (or of ``streams``), live."""
     allow = _allow(caller, _wanted(caller, streams))
     key = res.keys.feed_all
-    start = await _start_id(res, key, last_event_id_header or last_event_id or since)
-    return _sse(request, res, key, start, allow)
+    after = last_event_id_header or last_event_id or since
+    start = await _start_id(res, key, after)
+    return _sse(request, res, key, start, allow, await _gap(res, key, start) if after is not None else b"")
 
 
 def _wanted(caller: Principal, streams: list[str] | None) -> set[str] | None:
@@ -119,16 +124,39 @@ async def _start_id(res: Res, key: str, after: str | None) -> str:
     return newest[0][0].decode() if newest else "0-0"
 
 
-def _sse(request: Request, res: Res, key: str, start: str, allow: Allow | None) -> StreamingResponse:
+async def _gap(res: Res, key: str, after: str) -> bytes:
+    """An SSE ``gap`` message when entries after ``after`` may have been trimmed from the feed (it keeps
+    the newest ~100,000): the client re-reads that stretch with the range queries instead of silently
+    missing it."""
+    try:
+        info = await res.redis.xinfo_stream(key)
+    except redis.ResponseError:  # no feed yet: nothing was ever trimmed
+        return b""
+    first = info.get("first-entry")
+    trimmed = int(info.get("entries-added", 0)) - int(info["length"])
+    if not first or trimmed <= 0 or _entry_id(first[0].decode()) <= _entry_id(after):
+        return b""
+    data = json.dumps({"after": after, "oldest": first[0].decode(), "trimmed": trimmed})
+    return f"event: gap\ndata: {data}\n\n".encode()
+
+
+def _entry_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _sse(
+    request: Request, res: Res, key: str, start: str, allow: Allow | None, gap: bytes
+) -> StreamingResponse:
     heartbeat = res.settings.api.sse_heartbeat_s
-    body = _messages(request, res, key, start, allow, heartbeat)
+    body = _messages(request, res, key, start, allow, heartbeat, gap)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _messages(
-    request: Request, res: Res, key: str, last: str, allow: Allow | None, heartbeat: float
+    request: Request, res: Res, key: str, last: str, allow: Allow | None, heartbeat: float, gap: bytes
 ) -> AsyncIterator[bytes]:
-    yield f"retry: {RETRY_MS}\n: connected\n\n".encode()
+    yield f"retry: {RETRY_MS}\n: connected\n\n".encode() + gap
     quiet_since = time.monotonic()
     try:
         while not await request.is_disconnected():

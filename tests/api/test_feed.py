@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import httpx
 import pytest
@@ -149,6 +150,25 @@ def test_reconnecting_with_last_event_id_gets_exactly_the_missed_changes(
         assert got(reader.messages(len(live))) == expected(live)
     with feed_client.stream("GET", url, headers=admin, params={"last_event_id": resumed[0].id}) as r:
         assert got(Reader(r.iter_lines()).messages(3)) == expected((missed + live)[1:4])
+
+
+def test_resuming_from_before_the_trim_is_told_what_was_lost(
+    feed_client: TestClient, admin: dict[str, str], store: ResultStore, redis_client: redis.Redis
+) -> None:
+    changes = [c for i in range(3) for c in open_clip(store, "cam-t", i)]
+    key = store.keys.feed("cam-t")
+    entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", redis_client.xrange(key))
+    ids = [entry_id.decode() for entry_id, _ in entries]
+    redis_client.xtrim(key, maxlen=2, approximate=False)  # as the writer's MAXLEN trim does, exactly
+    url = "/v1/streams/cam-t/feed"
+    with feed_client.stream("GET", url, headers={**admin, "Last-Event-ID": ids[0]}) as r:
+        gap, *kept = Reader(r.iter_lines()).messages(3)
+    assert gap.event == "gap" and gap.id is None
+    assert json.loads(gap.data[0]) == {"after": ids[0], "oldest": ids[-2], "trimmed": len(ids) - 2}
+    assert got(kept) == expected(changes[-2:])
+    with feed_client.stream("GET", url, headers={**admin, "Last-Event-ID": ids[-2]}) as r:
+        (first,) = Reader(r.iter_lines()).messages(1)
+    assert first.event != "gap" and first.id == ids[-1], "resuming inside what is kept: no gap"
 
 
 def test_since_zero_replays_the_feed(
