@@ -31,6 +31,14 @@ JOB_CREATE_EXAMPLES: dict[str, dict[str, Any]] = {
         "task": "segments",
     },
 }
+_PROGRESS_EXAMPLE: dict[str, Any] = {
+    "clips_acked": 12,
+    "media_seconds": 72.0,
+    "clips_analysed": 10,
+    "clips_failed": 1,
+    "clips_dead_lettered": 0,
+    "analysis_complete": False,
+}
 _JOB_EXAMPLE: dict[str, Any] = {
     "job_id": "job-5f0c6d3e9a7b4c1d8e2f3a4b5c6d7e8f",
     "stream_id": "lobby",
@@ -43,14 +51,7 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "status": "running",
     "error": "",
     "attempts": 1,
-    "progress": {
-        "clips_acked": 12,
-        "media_seconds": 72.0,
-        "clips_analysed": 10,
-        "clips_failed": 1,
-        "clips_dead_lettered": 0,
-        "analysis_complete": False,
-    },
+    "progress": _PROGRESS_EXAMPLE,
     "submitted_at": 1767225600.0,
     "updated_at": 1767225672.5,
     "live": True,
@@ -148,20 +149,7 @@ class JobProgress(BaseModel):
         "results are final. Never true for a live stream.",
     )
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "clips_acked": 12,
-                    "media_seconds": 72.0,
-                    "clips_analysed": 10,
-                    "clips_failed": 1,
-                    "clips_dead_lettered": 0,
-                    "analysis_complete": False,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_PROGRESS_EXAMPLE]})
 
 
 class JobView(BaseModel):
