@@ -235,7 +235,7 @@ def _describe_unparsable(exc: SettingsError) -> str:
     for var, value in sorted(os.environ.items()):
         if var != f"VSTREAM_{field}" and not var.startswith(f"VSTREAM_{field}__"):
             continue
-        expected = _json_form(_annotation_at([n.lower() for n in var[8:].split("__")]))
+        expected = _json_form(_annotation_at([n.lower() for n in var.removeprefix("VSTREAM_").split("__")]))
         try:
             json.loads(value)
         except ValueError:

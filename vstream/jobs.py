@@ -84,8 +84,7 @@ class JobStore:
         )
 
     def set_status(self, job_id: str, status: Status, **fields: object) -> None:
-        mapping = {"status": status, "updated_at": time.time(), **{k: _flat(v) for k, v in fields.items()}}
-        self.r.hset(self.keys.job(job_id), mapping=mapping)  # type: ignore[arg-type]
+        self.record(job_id, status=status, updated_at=time.time(), **fields)
 
     def record(self, job_id: str, **fields: object) -> None:
         """Facts a worker learned while running the job (e.g. whether its source turned out to be live)."""

@@ -110,8 +110,9 @@ class ResultStore:
         r.hincrby(key, outcome, 1)
         if clip.last:  # a stream's clips are settled in order (one partition), so all before it are too
             r.hset(key, "complete", 1)
-        if clip.retention_s or self.ttl:
-            r.expire(key, clip.retention_s or self.ttl or 0)
+        ttl = clip.retention_s or self.ttl
+        if ttl:
+            r.expire(key, ttl)
 
     def _apply(
         self, state: TrackerState, result: ClipResult, clip: ClipMessage, parsed: ParsedOutput
