@@ -224,9 +224,12 @@ def test_all_streams_feed_delivers_only_what_the_key_may_see(
         assert sorted(got(every)) == sorted(expected(mine + hidden))
 
 
-def feed_closed(caplog: pytest.LogCaptureFixture) -> bool:
-    """Only the feed's own log lines count (other loggers, e.g. Kafka's, also say "closed")."""
-    return any(r.name == "api.routes.feed" and "closed" in r.getMessage() for r in caplog.records)
+def feed_closed(caplog: pytest.LogCaptureFixture, stream_id: str) -> bool:
+    """Only this stream's feed counts: other loggers (Kafka's) say "closed" too, and an earlier test's
+    feed can end, and log, while this test runs."""
+    return any(
+        r.name == "api.routes.feed" and f"feed:{stream_id} closed" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_a_disconnected_client_ends_its_feed_on_a_real_server(
@@ -244,10 +247,11 @@ def test_a_disconnected_client_ends_its_feed_on_a_real_server(
     thread.start()
     try:
         wait_for(lambda: server.started, 30, "uvicorn")
-        with httpx.stream("GET", f"http://127.0.0.1:{port}/v1/streams/cam-a/feed", headers=admin) as r:
+        url = f"http://127.0.0.1:{port}/v1/streams/cam-gone/feed"
+        with httpx.stream("GET", url, headers=admin) as r:
             assert r.status_code == 200 and next(r.iter_lines()).startswith("retry:")
-            assert not feed_closed(caplog), "open while connected"
-        wait_for(lambda: feed_closed(caplog), 10, "the feed loop to end")
+            assert not feed_closed(caplog, "cam-gone"), "open while connected"
+        wait_for(lambda: feed_closed(caplog, "cam-gone"), 10, "the feed loop to end")
     finally:
         server.should_exit = True
         thread.join(timeout=10)
