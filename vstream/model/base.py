@@ -72,6 +72,18 @@ class BackendError(RuntimeError):
     """A backend that cannot work at all (bad model path, unreachable server at start-up)."""
 
 
+class BackendUnavailable(BackendError):
+    """The model server is down or overloaded (connection refused, timeouts, 5xx/429 after the backend's
+    own retries), so nothing is known to be wrong with the clips. ``generate``/``generate_text`` raise it
+    instead of returning per-clip errors; the infer worker then pauses, waits ``retry_after`` (the server's
+    Retry-After, if it sent one) or its own backoff, and tries again without counting an attempt toward
+    the dead-letter limit."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ModelBackend(Protocol):
     model_id: str
 
