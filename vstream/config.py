@@ -128,6 +128,18 @@ class ModelSettings(_Group):
     max_retries: int = Field(3, ge=0)
     max_concurrency: int = Field(4, ge=1, description="Requests in flight to the endpoint.")
     clip_timeout_s: float = Field(600.0, gt=0, description="Watchdog: a batch running longer is abandoned.")
+    max_in_flight: int = Field(
+        32,
+        ge=1,
+        description="Clips one infer worker has taken and not yet settled, across streams and partitions "
+        "(openai: one request per clip, also capped by max_concurrency; transformers: max_batch at a time).",
+    )
+    outage_window_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long an unreachable or overloaded model server (refused, timeouts, 5xx/429) is "
+        "waited out without counting attempts toward the dead-letter limit.",
+    )
 
 
 class ApiSettings(_Group):
