@@ -87,12 +87,17 @@ TINY_TEXT_CONFIG: dict[str, Any] = {
     "topk_group": 1,
     "max_position_embeddings": 65536,
     "attention_bias": True,
-    # head_dim 16, partial rotary 0.5 -> 8 rotary dims -> 4 frequencies split over (t, h, w).
+    # An explicit head_dim as GLM-4.5V's own config has (128 there, wider than hidden/heads here): vLLM's CPU
+    # attention only takes head sizes 32..512, and the same checkpoint must serve both backends.
+    "head_dim": 32,
+    # GLM-4.5V's text_config says use_qk_norm false; vLLM's GLM-4.5 decoder reads it, transformers ignores it.
+    "use_qk_norm": False,
+    # head_dim 32, partial rotary 0.5 -> 16 rotary dims -> 8 frequencies split over (t, h, w) like [8, 12, 12].
     "rope_parameters": {
         "rope_type": "default",
         "rope_theta": 10000.0,
         "partial_rotary_factor": 0.5,
-        "mrope_section": [2, 1, 1],
+        "mrope_section": [2, 3, 3],
     },
 }
 

@@ -76,7 +76,9 @@ def test_loads_offline_as_glm45v_architecture(tiny_dir: Path, processor: Any, mo
     assert (text.num_key_value_heads, text.moe_intermediate_size) == (2, 32)
     assert (text.n_routed_experts, text.num_experts_per_tok, text.n_shared_experts) == (4, 2, 1)
     rope = text.rope_parameters
-    head_dim = text.hidden_size // text.num_attention_heads
+    head_dim = text.head_dim
+    assert head_dim >= 32  # vLLM's CPU attention takes head sizes 32..512
+    assert text.use_qk_norm is False
     assert rope["partial_rotary_factor"] == 0.5
     assert sum(rope["mrope_section"]) == head_dim * rope["partial_rotary_factor"] / 2
     assert (vision.depth, vision.hidden_size, vision.out_hidden_size) == (2, 32, text.hidden_size)
