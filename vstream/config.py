@@ -160,6 +160,9 @@ class ApiSettings(_Group):
     sse_heartbeat_s: float = Field(15.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_max_attempts: int = Field(6, ge=1)
+    media_token_ttl_s: int = Field(
+        900, ge=10, le=86400, description="Lifetime of a console video token (GET /v1/media/{token})."
+    )
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

@@ -146,6 +146,11 @@ class Keys:
         """Set of job ids of one stream."""
         return f"{self.prefix}stream-jobs:{stream_id}"
 
+    def media_token(self, token_hash: str) -> str:
+        """String with a TTL: MediaGrant JSON of a short-lived console video token, by the token's SHA-256
+        (no hash tag: read and written alone)."""
+        return f"{self.prefix}media-token:{token_hash}"
+
     def webhooks(self, stream_id: str) -> str:
         """Hash: webhook id -> WebhookConfig JSON for one stream."""
         return f"{self.prefix}webhooks:{stream_id}"
