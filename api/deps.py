@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
@@ -71,3 +71,12 @@ def require_stream(caller: Principal, stream_id: str) -> None:
 def require_admin(caller: Principal) -> None:
     if not caller.admin:
         raise Problem(403, "Admin only", "this endpoint needs the admin key")
+
+
+async def load_event(res: Resources, event_id: str) -> bytes | None:
+    """An event's JSON by its id alone: its key carries its stream's hash tag, and the event's locator
+    (``Keys.event_stream``) names that stream."""
+    stream_id = cast(bytes | None, await res.redis.get(res.keys.event_stream(event_id)))
+    if stream_id is None:
+        return None
+    return cast(bytes | None, await res.redis.get(res.keys.event(stream_id.decode(), event_id)))

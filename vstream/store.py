@@ -4,6 +4,12 @@ A clip's result, the event changes it causes, the live-feed entries, segments, c
 tracker state are written in one MULTI/EXEC, optimistically locked on the tracker state. So a worker
 killed at any point leaves either everything of a clip or nothing, and a redelivered clip (its result
 key already exists) changes nothing: at-least-once delivery with exactly-once effect.
+
+Redis Cluster: all of those keys carry the stream's hash tag (one slot). The few keys that span streams
+stay out of the transaction: the ``streams`` set and each event's stream locator are written just before
+it (idempotent; a locator of a commit that then lost its race points at nothing and expires), and the new
+feed entries are copied to the all-streams feed just after it, from a per-stream relay cursor, so a crash
+in between is caught up by the next commit of that stream, or by the redelivery of the same clip.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import base64
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import redis
 
@@ -26,12 +32,14 @@ logger = logging.getLogger(__name__)
 
 FEED_MAXLEN = 100_000
 _MAX_WATCH_RETRIES = 20
+_RELAY_BATCH = 500
 Outcome = Literal["written", "duplicate"]
+Entry = tuple[bytes, dict[bytes, bytes]]  # (entry id, fields) as redis-py returns them (RESP2)
 
 
 def load_segments(client: redis.Redis, keys: Keys, stream_id: str) -> list[SegmentRecord]:
     ids = [i.decode() for i in client.zrange(keys.segments(stream_id), 0, -1)]  # type: ignore[union-attr]
-    raws = client.mget([keys.segment(i) for i in ids]) if ids else []
+    raws = client.mget([keys.segment(stream_id, i) for i in ids]) if ids else []
     return [SegmentRecord.model_validate_json(r) for r in raws if r]
 
 
@@ -73,32 +81,65 @@ class ResultStore:
         self.tracker = tracker or EventTracker()
         self.stitcher = SegmentStitcher()
 
-    def has_result(self, clip_id: str, model_id: str, prompt_hash: str) -> bool:
-        return bool(self.r.exists(self.keys.result(clip_id, version_key(model_id, prompt_hash))))
+    def has_result(self, stream_id: str, clip_id: str, model_id: str, prompt_hash: str) -> bool:
+        return bool(self.r.exists(self.keys.result(stream_id, clip_id, version_key(model_id, prompt_hash))))
 
     def commit(self, result: ClipResult, clip: ClipMessage, parsed: ParsedOutput) -> CommitResult:
         version = version_key(result.model_id, result.prompt_hash)
-        result_key = self.keys.result(clip.clip_id, version)
+        result_key = self.keys.result(clip.stream_id, clip.clip_id, version)
         tracker_key = self.keys.tracker(clip.stream_id, version)
         for _ in range(_MAX_WATCH_RETRIES):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(tracker_key, result_key)
                     if pipe.exists(result_key):
+                        pipe.reset()
+                        self.relay_feed(clip.stream_id, clip.retention_s)  # a crash may have cut it short
                         return CommitResult("duplicate", [], [])
                     raw = pipe.get(tracker_key)
                     state = TrackerState.model_validate_json(raw) if raw else TrackerState()
                     changes, segments = self._apply(state, result, clip, parsed)
+                    self._locate(clip.stream_id, changes, clip.retention_s)
                     pipe.multi()
                     self._write(
                         pipe, result, result_key, tracker_key, state, changes, segments, clip.retention_s
                     )
                     self._count(pipe, clip, "analysed" if result.ok else "failed")
                     pipe.execute()
-                    return CommitResult("written", changes, segments)
                 except redis.WatchError:
                     continue  # another writer touched this stream: recompute from its state
+                if changes:
+                    self.relay_feed(clip.stream_id, clip.retention_s)
+                return CommitResult("written", changes, segments)
         raise redis.RedisError(f"could not commit {clip.clip_id}: tracker state kept changing")
+
+    def _locate(self, stream_id: str, changes: list[EventChange], clip_ttl: int | None) -> None:
+        """Writes that span streams, before the stream's transaction (see the module docstring)."""
+        ex = clip_ttl or self.ttl
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(self.keys.streams, stream_id)
+        for event_id in {c.event.event_id for c in changes}:
+            pipe.set(self.keys.event_stream(event_id), stream_id, ex=ex)
+        pipe.execute()
+
+    def relay_feed(self, stream_id: str, clip_ttl: int | None = None) -> int:
+        """Copy the stream's feed entries that are not yet in the all-streams feed; returns how many.
+        At least once: a crash after a copy and before its cursor moves copies that entry again."""
+        k, copied = self.keys, 0
+        ex = clip_ttl or self.ttl
+        after = self.r.get(k.feed_relayed(stream_id))
+        start = "(" + after.decode() if isinstance(after, bytes) else "-"
+        while True:
+            batch = cast(list[Entry], self.r.xrange(k.feed(stream_id), min=start, count=_RELAY_BATCH))
+            if not batch:
+                return copied
+            pipe = self.r.pipeline(transaction=False)
+            for _, fields in batch:
+                pipe.xadd(k.feed_all, fields, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.execute()
+            last = batch[-1][0].decode()
+            self.r.set(k.feed_relayed(stream_id), last, ex=ex)
+            copied, start = copied + len(batch), "(" + last
 
     def count_dead_letter(self, clip: ClipMessage) -> None:
         self._count(self.r, clip, "dead_lettered")
@@ -146,19 +187,18 @@ class ResultStore:
         sid = result.stream_id
         pipe.set(result_key, result.model_dump_json(), ex=ex)
         pipe.zadd(k.results(sid), {result_key: result.t_start})
-        pipe.sadd(k.streams, sid)
         for change in changes:
             event = change.event
             if change.thumbnail_jpeg_b64 is not None:
-                pipe.set(k.thumbnail(event.event_id), base64.b64decode(change.thumbnail_jpeg_b64), ex=ex)
-            pipe.set(k.event(event.event_id), event.model_dump_json(), ex=ex)
+                jpeg = base64.b64decode(change.thumbnail_jpeg_b64)
+                pipe.set(k.thumbnail(sid, event.event_id), jpeg, ex=ex)
+            pipe.set(k.event(sid, event.event_id), event.model_dump_json(), ex=ex)
             pipe.zadd(k.events(sid), {event.event_id: event.start})
             pipe.zadd(k.spans(sid), {"events": event.end - event.start}, gt=True)
             entry = {"kind": change.kind, "data": change.model_dump_json()}
             pipe.xadd(k.feed(sid), entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            pipe.xadd(k.feed_all, entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
         for seg in segments:
-            pipe.set(k.segment(seg.segment_id), seg.model_dump_json(), ex=ex)
+            pipe.set(k.segment(sid, seg.segment_id), seg.model_dump_json(), ex=ex)
             pipe.zadd(k.segments(sid), {seg.segment_id: seg.start})
             pipe.zadd(k.spans(sid), {"segments": seg.end - seg.start}, gt=True)
         if result.caption is not None:

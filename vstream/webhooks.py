@@ -15,6 +15,12 @@ after a crash records nothing new) *before* the cursor advances. Pending deliver
 sorted set by due time and a global sorted set holds each webhook's earliest due time: a slow or dead
 receiver only occupies its own ``per_webhook`` slots, never the head of a shared queue. At-least-once:
 a crash during an attempt sends that delivery again after the restart (same X-Vstream-Delivery).
+
+Redis Cluster: a webhook's record, queue and delivery list share the hash tag ``{webhook id}``, so the
+Lua scripts touch one slot; the global due set is updated right after each script, from the queue head the
+script returns, under a per-webhook lock (the one dispatcher is the only writer besides the delete route).
+If a crash falls between the two, the due time is either early (the dispatcher finds nothing due and
+recomputes it from the queue) or the feed entry is recorded again after the restart, which sets it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pydantic import BaseModel, Field
 
 from vstream.config import Settings
 from vstream.names import Keys
+from vstream.redis_conn import connect_async
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +58,17 @@ DELIVERY_LIST_CAP = 100
 DEFAULT_RETENTION_S = 7 * 86400
 
 
-# --- Redis key names (to move into vstream.names.Keys) ---
-def delivery_key(keys: Keys, delivery_id: str) -> str:
-    """String: DeliveryRecord JSON of one delivery (body included until it is delivered or failed)."""
-    return f"{keys.prefix}webhook-delivery:{delivery_id}"
+# --- Redis key names (thin aliases of vstream.names.Keys, kept for callers of the old helpers) ---
+def delivery_key(keys: Keys, webhook_id: str, delivery_id: str) -> str:
+    return keys.webhook_delivery(webhook_id, delivery_id)
 
 
 def queue_key(keys: Keys, webhook_id: str) -> str:
-    """Sorted set: delivery ids of one webhook that are still to be attempted, by due time."""
-    return f"{keys.prefix}webhook-queue:{webhook_id}"
+    return keys.webhook_queue(webhook_id)
 
 
 def due_key(keys: Keys) -> str:
-    """Sorted set: webhook id -> due time of the earliest delivery in its queue."""
-    return f"{keys.prefix}webhook-due"
+    return keys.webhook_due
 
 
 # --- records ---
@@ -166,23 +170,25 @@ def retry_after_s(value: str | None) -> float | None:
     return float(value) if value and value.strip().isdigit() else None  # an HTTP date: backoff applies
 
 
-# --- Lua: atomic record + queue updates (idempotent) ---
+# --- Lua: atomic record + queue updates (idempotent), all keys of one webhook (one hash slot) ---
+# Both return {changed, due time of the queue's head or false}; the caller copies the latter to the due set.
 _ENQUEUE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('LPUSH', KEYS[4], ARGV[4])
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+local changed = 0
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('LPUSH', KEYS[3], ARGV[4])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+  changed = 1
+end
 local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-redis.call('ZADD', KEYS[3], head[2], ARGV[5])
-return 1
+return {changed, head[2] or false}
 """
 _SETTLE = """
 if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[4])
 else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]) end
 local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if head[1] then redis.call('ZADD', KEYS[3], head[2], ARGV[5]) else redis.call('ZREM', KEYS[3], ARGV[5]) end
-return 1
+return {1, head[2] or false}
 """
 
 
@@ -234,7 +240,8 @@ class Dispatcher:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._busy: Counter[str] = Counter()
         self._wake: asyncio.Event | None = None
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis.url)
+        self._locks: dict[str, asyncio.Lock] = {}  # per webhook: a script and its due-set update
+        self.redis: aioredis.Redis = connect_async(settings.redis)
 
     def stop(self) -> None:
         """Thread- and signal-safe: finish what is in flight, then return from ``run``."""
@@ -284,38 +291,58 @@ class Dispatcher:
 
     async def _record(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         hooks: dict[str, list[WebhookConfig]] = {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for raw_id, fields in entries:
-                entry_id = raw_id.decode()
-                parsed = _parse_entry(entry_id, fields)
-                if parsed is None:
-                    continue
-                kind, stream_id, event_id, body = parsed
-                if stream_id not in hooks:
-                    hooks[stream_id] = await self._webhooks(stream_id)
-                entry_ms = int(entry_id.split("-", 1)[0])
-                for hook in hooks[stream_id]:
-                    if kind in hook.kinds and entry_ms >= int(hook.created_at * 1000):
-                        rec = DeliveryRecord(
-                            delivery_id=delivery_id_for(hook.webhook_id, entry_id),
-                            webhook_id=hook.webhook_id,
-                            stream_id=stream_id,
-                            entry_id=entry_id,
-                            event_id=event_id,
-                            kind=kind,
-                            next_attempt_at=entry_ms / 1000,
-                            body=body,
-                        )
-                        await self._enqueue_into(pipe, rec)
-            results = await pipe.execute()
-        self.stats.recorded += sum(1 for x in results if x == 1)
+        recs: list[DeliveryRecord] = []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            parsed = _parse_entry(entry_id, fields)
+            if parsed is None:
+                continue
+            kind, stream_id, event_id, body = parsed
+            if stream_id not in hooks:
+                hooks[stream_id] = await self._webhooks(stream_id)
+            entry_ms = int(entry_id.split("-", 1)[0])
+            for hook in hooks[stream_id]:
+                if kind in hook.kinds and entry_ms >= int(hook.created_at * 1000):
+                    rec = DeliveryRecord(
+                        delivery_id=delivery_id_for(hook.webhook_id, entry_id),
+                        webhook_id=hook.webhook_id,
+                        stream_id=stream_id,
+                        entry_id=entry_id,
+                        event_id=event_id,
+                        kind=kind,
+                        next_attempt_at=entry_ms / 1000,
+                        body=body,
+                    )
+                    recs.append(rec)
+        # one task per webhook keeps each queue in feed order; scripts cannot go in a cluster pipeline
+        by_hook: dict[str, list[DeliveryRecord]] = {}
+        for rec in recs:
+            by_hook.setdefault(rec.webhook_id, []).append(rec)
+        counts = await asyncio.gather(*(self._enqueue_all(group) for group in by_hook.values()))
+        self.stats.recorded += sum(counts)
 
-    async def _enqueue_into(self, pipe: aioredis.client.Pipeline, rec: DeliveryRecord) -> None:
-        k, wid, did = self.keys, rec.webhook_id, rec.delivery_id
-        keys = [delivery_key(k, did), queue_key(k, wid), due_key(k), k.webhook_deliveries(wid)]
-        due = rec.next_attempt_at or time.time()
-        args: list[str | float] = [rec.model_dump_json(), self.ttl, due, did, wid, DELIVERY_LIST_CAP]
-        await self._enqueue(keys=keys, args=args, client=pipe)
+    async def _enqueue_all(self, recs: list[DeliveryRecord]) -> int:
+        k, wid, recorded = self.keys, recs[0].webhook_id, 0
+        async with self._lock(wid):
+            head: object = None
+            for rec in recs:
+                did, due = rec.delivery_id, rec.next_attempt_at or time.time()
+                keys = [k.webhook_delivery(wid, did), k.webhook_queue(wid), k.webhook_deliveries(wid)]
+                args: list[str | float] = [rec.model_dump_json(), self.ttl, due, did, DELIVERY_LIST_CAP]
+                changed, head = await self._enqueue(keys=keys, args=args)
+                recorded += int(changed)
+            await self._set_due(wid, head)
+        return recorded
+
+    def _lock(self, webhook_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(webhook_id, asyncio.Lock())
+
+    async def _set_due(self, webhook_id: str, head: object) -> None:
+        """Copy a queue's head due time (a script's answer) to the global due set; none: drop the webhook."""
+        if head:
+            await self.redis.zadd(self.keys.webhook_due, {webhook_id: float(_text(head))})
+        else:
+            await self.redis.zrem(self.keys.webhook_due, webhook_id)
 
     async def _webhooks(self, stream_id: str) -> list[WebhookConfig]:
         raw = await self.redis.hgetall(self.keys.webhooks(stream_id))
@@ -341,14 +368,14 @@ class Dispatcher:
 
     async def _start_due(self) -> None:
         now = time.time()
-        due = await self.redis.zrangebyscore(due_key(self.keys), "-inf", now, start=0, num=1000)
+        due = await self.redis.zrangebyscore(self.keys.webhook_due, "-inf", now, start=0, num=1000)
         for raw in due:
             webhook_id = _text(raw)
             free = min(self.per_webhook - self._busy[webhook_id], self.concurrency - len(self._in_flight))
             if free <= 0:
                 continue
             ids = await self.redis.zrangebyscore(
-                queue_key(self.keys, webhook_id), "-inf", now, start=0, num=free + self._busy[webhook_id]
+                self.keys.webhook_queue(webhook_id), "-inf", now, start=0, num=free + self._busy[webhook_id]
             )
             if not ids and not self._busy[webhook_id]:  # its queue was deleted: recompute its due time
                 await self._save(webhook_id, "", None, None)
@@ -382,7 +409,7 @@ class Dispatcher:
             self._poke()
 
     async def _attempt_once(self, webhook_id: str, delivery_id: str) -> None:
-        raw = await self.redis.get(delivery_key(self.keys, delivery_id))
+        raw = await self.redis.get(self.keys.webhook_delivery(webhook_id, delivery_id))
         rec = DeliveryRecord.model_validate_json(raw) if raw else None
         if rec is None or rec.status in TERMINAL or rec.body is None:
             await self._save(webhook_id, delivery_id, None, None)  # expired or already settled
@@ -454,16 +481,17 @@ class Dispatcher:
         self, webhook_id: str, delivery_id: str, rec: DeliveryRecord | None, score: float | None
     ) -> None:
         k = self.keys
-        await self._settle(
-            keys=[delivery_key(k, delivery_id), queue_key(k, webhook_id), due_key(k)],
-            args=[
-                rec.model_dump_json() if rec else "",
-                self.ttl,
-                "" if score is None else repr(score),
-                delivery_id,
-                webhook_id,
-            ],
-        )
+        async with self._lock(webhook_id):
+            _, head = await self._settle(
+                keys=[k.webhook_delivery(webhook_id, delivery_id), k.webhook_queue(webhook_id)],
+                args=[
+                    rec.model_dump_json() if rec else "",
+                    self.ttl,
+                    "" if score is None else repr(score),
+                    delivery_id,
+                ],
+            )
+            await self._set_due(webhook_id, head)
 
 
 def _log_attempt(rec: DeliveryRecord, attempt: Attempt, next_in_s: float | None) -> None:

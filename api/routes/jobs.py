@@ -56,12 +56,11 @@ for i = 3, #ARGV do
 end
 return {current, 0}
 """
-# Undo a submission Kafka did not take, unless a worker already holds the job.
+# Undo a submission Kafka did not take, unless a worker already holds the job. Only the job's own keys
+# (one hash slot): its index entries are removed afterwards, and readers skip ids whose record is gone.
 _ROLLBACK = """
 if redis.call('exists', KEYS[2]) == 1 or redis.call('hget', KEYS[1], 'status') ~= 'queued' then return 0 end
 redis.call('del', KEYS[1])
-redis.call('zrem', KEYS[3], ARGV[1])
-redis.call('srem', KEYS[4], ARGV[1])
 return 1
 """
 
@@ -220,8 +219,11 @@ def _produce(res: Resources, req: IngestRequest) -> None:
 def _rollback(res: Resources, req: IngestRequest) -> bool:
     keys = res.keys
     script = res.redis_sync.register_script(_ROLLBACK)
-    job_keys = [keys.job(req.job_id), keys.job_lease(req.job_id), keys.jobs, keys.stream_jobs(req.stream_id)]
-    return bool(script(keys=job_keys, args=[req.job_id]))
+    if not script(keys=[keys.job(req.job_id), keys.job_lease(req.job_id)]):
+        return False
+    res.redis_sync.zrem(keys.jobs, req.job_id)
+    res.redis_sync.srem(keys.stream_jobs(req.stream_id), req.job_id)
+    return True
 
 
 # ---- read ------------------------------------------------------------------------------------------------

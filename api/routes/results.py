@@ -37,7 +37,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Request, Response
 from redis.exceptions import NoScriptError
 
-from api.deps import Caller, Res, require_stream
+from api.deps import Caller, Res, load_event, require_stream
 from api.problems import Problem
 from api.schemas.keys import AUTH_ERRORS, problem_doc
 from api.schemas.results import (
@@ -74,7 +74,8 @@ class Collection:
 
     name: str
     index: Callable[[Keys, str], str]  # the sorted set of one stream
-    body: Callable[[Keys, str], str] | None  # the key of a member's JSON; None: members are the JSON
+    # (keys, stream, member) -> the key of a member's JSON; None: members are the JSON
+    body: Callable[[Keys, str, str], str] | None
     max_span: float | None = None  # bound on end - start while the stream has no recorded span
 
 
@@ -135,7 +136,7 @@ async def list_events(request: Request, res: Res, caller: Caller, stream_id: Str
 )
 async def get_event(res: Res, caller: Caller, event_id: EventId) -> Response:
     """One event with its evidence: clip ids, frame timestamps, boxes, and what each clip saw."""
-    raw = await res.redis.get(res.keys.event(event_id))
+    raw = await load_event(res, event_id)
     if raw is None:
         raise Problem(404, "Event not found", f"no event {event_id!r} (unknown, or expired)")
     doc = json.loads(raw)
@@ -252,7 +253,7 @@ async def collection_page(res: Res, coll: Collection, stream_id: str, q: RangeQu
         "" if pos is None else repr(pos[0]),
         b"" if pos is None else pos[1],
         q.limit,
-        "" if coll.body is None else coll.body(res.keys, ""),
+        "" if coll.body is None else coll.body(res.keys, stream_id, ""),  # in the stream's slot
         "" if coll.max_span is None else repr(coll.max_span),
         SCAN_BUDGET,
         q.filters,
@@ -362,7 +363,8 @@ async def _evidence(res: Res, event: Doc) -> list[Doc]:
     clip_ids = event["clip_ids"][:MAX_EVIDENCE_CLIPS]
     if not clip_ids:
         return []
-    raws = await res.redis.mget([res.keys.result(c, version) for c in clip_ids])
+    stream_id = event["stream_id"]
+    raws = await res.redis.mget([res.keys.result(stream_id, c, version) for c in clip_ids])
     out = []
     for raw in raws:
         if raw is None:

@@ -21,11 +21,8 @@ from vstream.schema import STREAM_ID_PATTERN
 from vstream.webhooks import (
     DeliveryRecord,
     WebhookConfig,
-    delivery_key,
-    due_key,
     new_secret,
     new_webhook_id,
-    queue_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -137,10 +134,9 @@ async def delete_webhook(stream_id: StreamId, webhook_id: WebhookId, res: Res, c
     require_stream(caller, stream_id)
     if not await res.redis.hdel(res.keys.webhooks(stream_id), webhook_id):
         raise _not_found(stream_id, webhook_id)
-    async with res.redis.pipeline(transaction=True) as pipe:
-        pipe.delete(queue_key(res.keys, webhook_id), res.keys.webhook_deliveries(webhook_id))
-        pipe.zrem(due_key(res.keys), webhook_id)
-        await pipe.execute()
+    # the webhook's own keys share its hash tag: one DEL; the due set spans webhooks, so it comes after
+    await res.redis.delete(res.keys.webhook_queue(webhook_id), res.keys.webhook_deliveries(webhook_id))
+    await res.redis.zrem(res.keys.webhook_due, webhook_id)
     logger.info("webhook %s of stream %s deleted by %s", webhook_id, stream_id, caller.name)
     return Response(status_code=204)
 
@@ -165,7 +161,7 @@ async def list_deliveries(
     ids = await res.redis.lrange(res.keys.webhook_deliveries(webhook_id), 0, limit - 1)
     if not ids:
         return DeliveryList(items=[])
-    raws = await res.redis.mget([delivery_key(res.keys, _text(i)) for i in ids])
+    raws = await res.redis.mget([res.keys.webhook_delivery(webhook_id, _text(i)) for i in ids])
     records = [DeliveryRecord.model_validate_json(r) for r in raws if r]
     return DeliveryList(items=[Delivery(**r.model_dump(exclude={"body"})) for r in records])
 
