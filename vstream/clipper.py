@@ -7,16 +7,20 @@ windows are exact on the sampling grid while every frame still reports its true 
 Each clip holds an even number of frames, at least two, because GLM-4.5V groups frames in pairs: an odd
 window borrows the frame just before it, else the one just after (still real footage, no duplicate), and
 only a source with a single frame in total gets that frame twice.
+
+A clip never spans a gap (a live reconnect, a stall, a frame-size change): the gap closes the open
+windows with what they have, and the first clip after it carries a :class:`ClipGap`. Frames after the
+gap go to windows that hold nothing from before it (the first may start a little before its window).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vstream.media.frames import Frame
-from vstream.schema import ClipParams
+from vstream.schema import ClipGap, ClipParams
 
 _EPS = 1e-6
 
@@ -28,6 +32,15 @@ class Clip:
     t_end: float
     frames: tuple[Frame, ...]
     last: bool = False
+    gap: ClipGap | None = None
+
+    @property
+    def width(self) -> int:
+        return int(self.frames[0].image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames[0].image.shape[0])
 
     @property
     def timestamps(self) -> list[float]:
@@ -43,6 +56,9 @@ class Clipper:
         self._buf: deque[Frame] = deque()
         self._before: Frame | None = None  # newest frame older than the current window
         self._covered_until = -1.0  # media time up to which emitted windows reach
+        self._last: Frame | None = None  # the newest frame pushed
+        self._gap: ClipGap | None = None  # to mark on the next clip
+        self._floor: float | None = None  # after a gap: the next window also takes frames from here
 
     @property
     def window_start(self) -> float:
@@ -53,38 +69,65 @@ class Clipper:
         return self.window_start + self.params.clip_seconds
 
     def push(self, frame: Frame) -> list[Clip]:
-        if self._buf and frame.t <= self._buf[-1].t:
+        if self._last is not None and frame.t <= self._last.t:
             return []  # out-of-order or repeated timestamp: keep time strictly increasing
-        if frame.key < self.window_start - _EPS:
+        out = self._break(frame) if self._is_gap(frame) else []
+        self._last = frame
+        if frame.key < self.window_start - _EPS and self._floor is None:
             self._before = frame
-            return []
+            return out
         self._buf.append(frame)
-        out = []
         while self._buf and self._buf[-1].key >= self.window_end - _EPS:
             clip = self._emit(last=False)
             if clip is not None:
                 out.append(clip)
         return out
 
-    def finish(self, duration: float | None = None) -> list[Clip]:
-        """Emit the remaining windows; the final one is marked ``last``."""
+    def finish(self, duration: float | None = None, *, last: bool = True) -> list[Clip]:
+        """Emit the remaining windows; the final one is marked ``last`` (unless the stream goes on
+        elsewhere: a live job that is interrupted or retried)."""
         out: list[Clip] = []
         while self._buf and self._buf[-1].key >= self._covered_until - _EPS:
             clip = self._emit(last=True, duration=duration)
             if clip is None:
                 break
             out.append(clip)
-        if out:
-            out = [*out[:-1], Clip(out[-1].index, out[-1].t_start, out[-1].t_end, out[-1].frames, last=True)]
+        if out and last:
+            out[-1] = replace(out[-1], last=True)
+        return out
+
+    def _is_gap(self, frame: Frame) -> bool:
+        prev = self._last
+        resized = prev is not None and prev.image.shape != frame.image.shape
+        return frame.gap is not None or resized
+
+    def _break(self, frame: Frame) -> list[Clip]:
+        """Close the open windows with the frames before the gap; the next window starts after it."""
+        out = self.finish(last=False)
+        self._buf.clear()  # what is left was already sent in an overlapping window
+        prev = self._last
+        reason = frame.gap.reason if frame.gap is not None else "resize"
+        t_before = prev.t if prev is not None else None
+        seconds = round(frame.t - t_before, 6) if t_before is not None and reason != "resize" else 0.0
+        self._gap = ClipGap(reason=reason, t_before=t_before, t_after=frame.t, seconds=max(0.0, seconds))
+        self._before = None
+        step, clip = self.params.step_seconds, self.params.clip_seconds
+        first = max(0, int((frame.key - clip) // step) + 1)  # the earliest window holding the frame
+        self.index = max(self.index, first)
+        self._floor = frame.key if frame.key < self.window_start - _EPS else None
         return out
 
     def _emit(self, *, last: bool, duration: float | None = None) -> Clip | None:
         start, end = self.window_start, self.window_end
-        frames = [f for f in self._buf if start - _EPS <= f.key < end - _EPS]
+        low = min(start, self._floor) if self._floor is not None else start
+        frames = [f for f in self._buf if low - _EPS <= f.key < end - _EPS]
         clip = None
         if frames and (not last or frames[-1].key > self._covered_until - _EPS):
             clip = self._make(frames, start, end, duration)
             self._covered_until = end
+            if self._gap is not None:
+                clip, self._gap = replace(clip, gap=self._gap), None
+        self._floor = None
         self.index += 1
         self._drop_before(self.window_start)
         return clip if clip is not None or not last else None

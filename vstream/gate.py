@@ -29,8 +29,8 @@ class MotionGate:
 
     def passes(self, clip: Clip) -> bool:
         # The final clip always goes: it tells the infer worker the source ended (open events close, the
-        # lecture summary is finalised), still or not.
-        if not self.params.enabled or clip.last:
+        # lecture summary is finalised), still or not; so does the first after a gap, which records it.
+        if not self.params.enabled or clip.last or clip.gap is not None:
             return True
         thumbs = [thumbnail(f.image) for f in clip.frames]
         if self._last is not None and self._last.shape == thumbs[0].shape:

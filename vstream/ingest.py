@@ -20,7 +20,7 @@ from vstream.encode import encode_jpeg
 from vstream.gate import MotionGate
 from vstream.media.frames import SourceInfo
 from vstream.media.source import FrameSource, open_source
-from vstream.schema import ClipMessage, IngestRequest, clip_id_for, redact_url
+from vstream.schema import SCHEMA_VERSION, ClipMessage, IngestRequest, clip_id_for, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,15 @@ class IngestStats:
     start_index: int = 0
     media_seconds: float = 0.0
     interrupted: bool = False
+    gaps: int = 0
 
 
 def build_message(clip: Clip, req: IngestRequest, info: SourceInfo, quality: int) -> ClipMessage:
     live = info.live
     walls = [f.wall for f in clip.frames]
     return ClipMessage(
+        # a clip without a gap stays version 1, readable by consumers that predate the field
+        schema_version=2 if clip.gap is not None else SCHEMA_VERSION,
         stream_id=req.stream_id,
         clip_id=clip_id_for(req.stream_id, req.params, clip.index),
         index=clip.index,
@@ -56,12 +59,13 @@ def build_message(clip: Clip, req: IngestRequest, info: SourceInfo, quality: int
         if live and all(w is not None for w in walls)
         else None,
         clock=clip.frames[0].clock,
-        width=info.out_width,
-        height=info.out_height,
+        width=clip.width,  # the frames' own size: a live source can change resolution
+        height=clip.height,
         frames=[encode_jpeg(f.image, quality) for f in clip.frames],
         source=redact_url(req.source),
         live=live,
         last=clip.last,
+        gap=clip.gap,
         task=req.task,
         event_types=req.event_types,
         preset=req.preset,
@@ -99,6 +103,17 @@ def run_ingest(
 
     def emit(clips: list[Clip]) -> None:
         for clip in clips:
+            if clip.gap is not None:
+                stats.gaps += 1
+                logger.warning(
+                    "stream %s: %s gap of %.1f s before clip %d (media %.2f -> %.2f)",
+                    req.stream_id,
+                    clip.gap.reason,
+                    clip.gap.seconds,
+                    clip.index,
+                    clip.gap.t_before if clip.gap.t_before is not None else -1.0,
+                    clip.gap.t_after,
+                )
             if not gate.passes(clip):
                 stats.gated += 1
                 continue
@@ -108,6 +123,7 @@ def run_ingest(
             stats.frames += msg.n_frames
             stats.bytes += msg.payload_bytes
 
+    ended = False
     try:
         for frame in source.frames():
             if shift:
@@ -120,11 +136,24 @@ def run_ingest(
                 stats.interrupted = True
                 break
         else:
+            ended = True
             emit(clipper.finish(source.info.duration))
     finally:
         stats.dropped_frames = source.dropped
         source.close()
+        if not ended and (source.info.live or not stats.interrupted):
+            # A live source cannot be read again from where it stopped, and a failed source may never
+            # be: send what the open windows hold (not as the last clip: a retry continues the stream).
+            # A file that is merely interrupted resumes from its acknowledged clip instead.
+            _flush(clipper, emit)
     return stats
+
+
+def _flush(clipper: Clipper, emit: Callable[[list[Clip]], None]) -> None:
+    try:
+        emit(clipper.finish(last=False))
+    except Exception:  # the sink failing now must not hide the error that ended the source
+        logger.exception("could not send the open windows of an interrupted live source")
 
 
 def describe(stats: IngestStats, started: float) -> str:

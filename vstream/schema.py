@@ -65,6 +65,14 @@ def clip_id_for(stream_id: str, params: ClipParams, index: int) -> str:
     return f"{stream_id}-{params.params_hash}-{index:07d}"
 
 
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@")
+
+
+def redact_text(text: str) -> str:
+    """Drop ``user:password@`` from every URL inside a message (errors quote the URL they failed on)."""
+    return _CREDENTIALS.sub(r"\1", text)
+
+
 def redact_url(source: str) -> str:
     """Drop user:password from a URL so it can be logged and stored."""
     parts = urlsplit(source)
@@ -75,10 +83,23 @@ def redact_url(source: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-class ClipMessage(_Wire):
-    """One clip: an even number (>= 2) of resized frames with exact timestamps."""
+class ClipGap(_Wire):
+    """What the source lost just before this clip (a reconnect, a stall, a frame-size change)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    reason: Literal["reconnect", "stall", "discontinuity", "resize"]
+    t_before: float | None = Field(None, description="Media seconds of the last frame before the gap.")
+    t_after: float = Field(description="Media seconds of the first frame after the gap.")
+    seconds: float = Field(ge=0, description="Media time the gap lasted (0 for a size change).")
+
+
+class ClipMessage(_Wire):
+    """One clip: an even number (>= 2) of resized frames with exact timestamps.
+
+    Version 2 added ``gap``; a clip without one is still written as version 1, so readers that predate
+    it keep reading every clip that does not need it.
+    """
+
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     stream_id: str = Field(pattern=STREAM_ID_PATTERN)
     clip_id: str
     index: int = Field(ge=0)
@@ -98,6 +119,7 @@ class ClipMessage(_Wire):
     source: str = ""
     live: bool = False
     last: bool = Field(False, description="Final clip of a finite source.")
+    gap: ClipGap | None = Field(None, description="Footage missing just before this clip (live).")
     task: Literal["segments", "events", "caption"] = Field(
         "caption", description="Analysis the GPU workers run."
     )
@@ -125,6 +147,8 @@ class ClipMessage(_Wire):
             raise ValueError("wall_timestamps and timestamps differ in length")
         if self.t_end < self.t_start:
             raise ValueError("t_end < t_start")
+        if self.gap is not None and self.schema_version < 2:
+            raise ValueError("a clip with a gap is schema_version 2")
         return self
 
     @property

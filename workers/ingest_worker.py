@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from vstream.blobstore import LocalBlobStore
+from vstream.blobstore import open_blob_store
 from vstream.config import Settings
 from vstream.ingest import IngestStats, describe, open_for, run_ingest
 from vstream.jobs import ACTIVE, JobStore
@@ -29,7 +29,8 @@ from vstream.kafka_io import ClipPublisher, ensure_topics, make_consumer, make_p
 from vstream.media.frames import SourceError
 from vstream.metrics import Counters
 from vstream.names import Keys, Topics
-from vstream.schema import ClipMessage, IngestError, IngestRequest
+from vstream.redis_conn import connect
+from vstream.schema import ClipMessage, IngestError, IngestRequest, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class JobRunner:
             topics,
             owner,
         )
-        self.blobs = LocalBlobStore(settings.blobs.root)
+        self.blobs = open_blob_store(settings.blobs)
         self.counters = Counters(jobs.r, jobs.keys)
 
     def run(self, job_id: str, stop: threading.Event) -> str:
@@ -108,7 +109,8 @@ class JobRunner:
         except SourceError as exc:
             outcome = self._fail(req, state.attempts + 1, str(exc), fatal=exc.fatal)
         except (KafkaError, redis.RedisError, OSError) as exc:
-            outcome = self._fail(req, state.attempts + 1, f"{type(exc).__name__}: {exc}", fatal=False)
+            error = redact_text(f"{type(exc).__name__}: {exc}")
+            outcome = self._fail(req, state.attempts + 1, error, fatal=False)
         self.counters.add("ingest_jobs", outcome=outcome)
         logger.info(
             "ingest job=%s stream=%s outcome=%s queue_delay_s=%.2f resumed_from=%d %s",
@@ -139,18 +141,24 @@ class JobRunner:
         sink.save()
         self.counters.add("clips_gated", stats.gated, stream=req.stream_id)
         self.counters.add("live_frames_dropped", stats.dropped_frames, stream=req.stream_id)
+        self.counters.add("live_gaps", stats.gaps, stream=req.stream_id)
         self.counters.add("clips_claim_checked", publisher.claim_checked)
         return stats
 
     def _fail(self, req: IngestRequest, attempts: int, error: str, *, fatal: bool) -> str:
         give_up = fatal or attempts >= MAX_ATTEMPTS
+        error = redact_text(error)  # it reaches the job view, the error topic and the log
         if give_up:
             self.jobs.transition(req.job_id, "failed", ("running",), error=error)
         else:
             retry_at = time.time() + _RETRY_BASE_S * 2 ** (attempts - 1)
             self.jobs.transition(req.job_id, "retry", ("running",), error=error, retry_at=retry_at)
         record = IngestError(
-            job_id=req.job_id, stream_id=req.stream_id, source=req.source, error=error, fatal=give_up
+            job_id=req.job_id,
+            stream_id=req.stream_id,
+            source=redact_url(req.source),
+            error=error,
+            fatal=give_up,
         )
         try:
             self.producer.send(
@@ -169,7 +177,7 @@ class IngestWorker:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
-        self.redis = redis.Redis.from_url(settings.redis.url)
+        self.redis = connect(settings.redis)
         self.jobs = JobStore(self.redis, self.keys, settings.job_lease_s)
         self.stopping = threading.Event()
         self.running: dict[str, _Running] = {}

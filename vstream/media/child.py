@@ -18,7 +18,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from vstream.media.frames import Frame, SourceError, SourceInfo
-from vstream.media.pyav_source import DecodeSpec, PyAVReader
+from vstream.media.pyav_source import PyAVReader
+from vstream.media.reader import (
+    ChildMessage,
+    DecodeSpec,
+    EndMessage,
+    ErrorMessage,
+    FrameMessage,
+    InfoMessage,
+    Reader,
+)
+from vstream.schema import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +50,21 @@ def _child_main(spec: DecodeSpec, out: Any, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
         reader = _make_reader(spec)
-        out.put(("info", reader.info))
+        out.put(InfoMessage(reader.info))
         for frame in reader.frames():
-            out.put(("frame", frame))
+            out.put(FrameMessage(frame))
         reader.close()
-        out.put(("end", None))
+        out.put(EndMessage())
     except SourceError as exc:
-        out.put(("error", (str(exc), exc.fatal)))
+        out.put(ErrorMessage(str(exc), exc.fatal))
     except Exception as exc:  # anything else in a decoder is a bug or a broken file: report it, never hang
-        out.put(("error", (f"decoder failed: {type(exc).__name__}: {exc}", not spec.live)))
+        message = redact_text(f"decoder failed: {type(exc).__name__}: {exc}")
+        out.put(ErrorMessage(message, not spec.live))
     except KeyboardInterrupt:
         pass
 
 
-def _make_reader(spec: DecodeSpec) -> Any:
+def _make_reader(spec: DecodeSpec) -> Reader:
     if spec.backend == "decord":
         from vstream.media.decord_source import DecordReader
 
@@ -72,46 +83,48 @@ class DecodeProcess:
             target=_child_main, args=(spec, self._queue, os.getpid()), daemon=True, name="vstream-decode"
         )
         self._proc.start()
-        kind, payload = self._get(stall_timeout_s + _STARTUP_GRACE_S)
-        if kind != "info":
+        self.ended = False  # the source reached its end (rather than failing or stalling)
+        first = self._get(stall_timeout_s + _STARTUP_GRACE_S)
+        if not isinstance(first, InfoMessage):
             self.close()
-            raise SourceError(f"decoder sent {kind} before source info")
-        self.info: SourceInfo = payload
+            raise SourceError(f"decoder sent {type(first).__name__} before source info")
+        self.info: SourceInfo = first.info
 
     def frames(self) -> Iterator[Frame]:
         try:
             while True:
-                kind, payload = self._get(self.stall_timeout_s)
-                if kind == "end":
+                msg = self._get(self.stall_timeout_s)
+                if isinstance(msg, EndMessage):
+                    self.ended = True
                     return
-                yield payload
+                if isinstance(msg, FrameMessage):
+                    yield msg.frame
         finally:
             self.close()
 
-    def _get(self, timeout: float) -> tuple[str, Any]:
+    def _get(self, timeout: float) -> ChildMessage:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                kind, payload = self._queue.get(timeout=_POLL_S)
+                msg: ChildMessage = self._queue.get(timeout=_POLL_S)
             except queue.Empty:
                 if not self._proc.is_alive():
                     code = self._proc.exitcode
                     raise SourceError(
-                        f"decoder process died (exit code {code}) reading {self.spec.source}",
+                        f"decoder process died (exit code {code}) reading {self.spec.label}",
                         fatal=not self.spec.live,
                     ) from None
                 if time.monotonic() > deadline:
                     self.close()
                     raise SourceError(
-                        f"decoder stalled: no frame for {timeout:.0f} s from {self.spec.source}; killed it",
+                        f"decoder stalled: no frame for {timeout:.0f} s from {self.spec.label}; killed it",
                         fatal=not self.spec.live,
                     ) from None
                 continue
-            if kind == "error":
-                message, fatal = payload
+            if isinstance(msg, ErrorMessage):
                 self.close()
-                raise SourceError(message, fatal=fatal)
-            return kind, payload
+                raise SourceError(msg.message, fatal=msg.fatal)
+            return msg
 
     def close(self) -> None:
         if self._proc.is_alive():

@@ -8,8 +8,20 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from vstream.schema import redact_text
+
 Clock = Literal["pts", "arrival"]
+GapReason = Literal["reconnect", "stall", "discontinuity", "resize"]
 PATCH = 28  # GLM-4.5V: patch 14 x spatial merge 2
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Footage is missing just before the frame that carries this: clips must not span it."""
+
+    reason: GapReason
+    seconds: float = 0.0  # wall seconds lost, as far as the reader can tell
+    restart: bool = False  # the media clock restarts at 0 on this frame (a new segment of a live stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +33,7 @@ class Frame:
     wall: float | None = None  # unix seconds, live sources only
     clock: Clock = "pts"
     slot: float | None = None  # the sample time k/fps this frame was chosen for (None: t)
+    gap: Gap | None = None  # set on the first frame after a reconnect or discontinuity
 
     @property
     def key(self) -> float:
@@ -49,10 +62,14 @@ class SourceInfo:
 
 
 class SourceError(RuntimeError):
-    """A source that cannot be read. ``fatal`` means retrying cannot help (bad file, no video)."""
+    """A source that cannot be read. ``fatal`` means retrying cannot help (bad file, no video).
+
+    The message loses any ``user:password@`` of a URL it quotes: it reaches logs, job records and the
+    ingest-errors topic.
+    """
 
     def __init__(self, message: str, *, fatal: bool = True) -> None:
-        super().__init__(message)
+        super().__init__(redact_text(message))
         self.fatal = fatal
 
 
@@ -104,6 +121,9 @@ class FrameSampler:
                 chosen = self._prev
             else:
                 chosen = (t, item)
+            if abs(chosen[0] - target) > self.period + 1e-6:
+                self.k += 1  # a hole in the source (an outage): no frame stands for this target
+                continue
             if not out or out[-1].t != chosen[0]:
                 out.append(Pick(chosen[0], chosen[1], round(target, 6)))
             self.k += 1

@@ -1,7 +1,11 @@
-"""Live streams: reconnect with exponential backoff, a bounded drop-oldest buffer, continuous time.
+"""Live streams: reconnect with capped exponential backoff, a bounded drop-oldest buffer, one timeline.
 
 A live source must never make the pipeline fall behind: when clipping or Kafka is slower than the
 camera, the oldest buffered frame is dropped and counted, so what is sent stays current.
+
+Every connection (and every segment the decoder splits one at a timestamp discontinuity) restarts its
+media clock at 0 with its own wall-clock anchor; segments are laid end to end on the sampling grid at
+their real wall-clock distance, and the first frame of each carries a :class:`Gap`.
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from vstream.media.child import DecodeProcess
-from vstream.media.frames import Frame, SourceError, SourceInfo
-from vstream.media.pyav_source import DecodeSpec
-from vstream.schema import redact_url
+from vstream.media.frames import Frame, Gap, SourceError, SourceInfo
+from vstream.media.reader import DecodeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +28,18 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Backoff:
     initial_s: float = 0.5
-    max_s: float = 30.0
-    attempts: int = 5  # consecutive failures before giving up; 0 = never give up
+    max_s: float = 10.0
+    attempts: int = 0  # consecutive failures before giving up; 0 = no limit (give_up_s decides)
+    give_up_s: float = 300.0  # give up after this long without a frame; 0 = never
 
     def delay(self, failures: int) -> float:
         base = min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
         return base * random.uniform(0.8, 1.2)
+
+    def exhausted(self, failures: int, since_s: float) -> bool:
+        return bool(self.attempts and failures >= self.attempts) or bool(
+            self.give_up_s and since_s >= self.give_up_s
+        )
 
 
 class DropOldestBuffer:
@@ -76,7 +85,8 @@ class LiveSource:
 
     A URL whose first connection reports a duration (a file over HTTP, a finished HLS playlist) is finite:
     it ends at its end instead of being read again, keeps its own media times (no wall clock), and a
-    reconnection after an error skips what was already delivered.
+    reconnection after an error skips what was already delivered. A live URL that later reconnects to a
+    finite resource (an HLS playlist that got ``#EXT-X-ENDLIST``) has ended: it is not replayed.
     """
 
     def __init__(
@@ -85,9 +95,10 @@ class LiveSource:
         self.spec, self.backoff, self.stall_timeout_s = spec, backoff, stall_timeout_s
         self.buffer = DropOldestBuffer(buffer_frames)
         self.reconnects = 0
+        self.gaps = 0
         self._stop = threading.Event()
-        self._last_t = -1.0
-        self._last_arrival = 0.0
+        self._timeline = _Timeline(spec.fps)
+        self._last_frame_at = time.monotonic()
         first = self._connect_first()
         self.finite = first.info.duration is not None
         self.info: SourceInfo = (
@@ -101,76 +112,93 @@ class LiveSource:
         return self.buffer.dropped
 
     def _connect_first(self) -> DecodeProcess:
-        failures = 0
+        failures, started = 0, time.monotonic()
         while True:
             try:
                 return DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s)
             except SourceError as exc:
                 failures += 1
-                if (
-                    exc.fatal
-                    or (self.backoff.attempts and failures >= self.backoff.attempts)
-                    or self._stop.is_set()
-                ):
-                    raise SourceError(f"{exc} (gave up after {failures} attempts)", fatal=exc.fatal) from None
+                waited = time.monotonic() - started
+                if exc.fatal or self.backoff.exhausted(failures, waited) or self._stop.is_set():
+                    raise SourceError(
+                        f"{exc} (gave up after {failures} attempts in {waited:.0f} s)", fatal=exc.fatal
+                    ) from None
                 self._sleep(failures, exc)
 
     def _sleep(self, failures: int, exc: Exception) -> None:
         delay = self.backoff.delay(failures)
-        logger.warning("live source %s: %s; retrying in %.1f s", redact_url(self.spec.source), exc, delay)
+        logger.warning("live source %s: %s; retrying in %.1f s", self.spec.label, exc, delay)
         self._stop.wait(delay)
+
+    def _reconnect(self, failures: int) -> DecodeProcess | None:
+        """One connection attempt; None to try again later. Raises SourceError when it is time to give up."""
+        try:
+            proc = DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s)
+        except SourceError as exc:
+            outage = time.monotonic() - self._last_frame_at
+            if exc.fatal or self.backoff.exhausted(failures, outage):
+                raise SourceError(
+                    f"{exc} (gave up after {failures} reconnects, {outage:.0f} s without frames)",
+                    fatal=False,
+                ) from None
+            self._sleep(failures, exc)
+            return None
+        self.reconnects += 1
+        return proc
 
     def _run(self, proc: DecodeProcess | None) -> None:
         failures = 0
         try:
             while not self._stop.is_set():
                 if proc is None:
-                    try:
-                        proc = DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s)
-                        self.reconnects += 1
-                    except SourceError as exc:
-                        failures += 1
-                        if self.backoff.attempts and failures >= self.backoff.attempts:
-                            raise SourceError(
-                                f"{exc} (gave up after {failures} reconnects)", fatal=False
-                            ) from None
-                        self._sleep(failures, exc)
+                    failures += 1
+                    proc = self._reconnect(failures)
+                    if proc is None:
                         continue
-                got, ended = self._pump(proc)
-                failures = 0 if got else failures + 1
-                proc = None
-                if ended and self.finite:
+                    if proc.info.duration is not None and not self.finite:
+                        logger.info("live source %s has ended (now a finite resource)", self.spec.label)
+                        proc.close()
+                        break
+                got = self._pump(proc)
+                if got:
+                    failures = 0
+                if proc.ended and self.finite:
                     break
-                if not self._stop.is_set():
-                    self._sleep(max(failures, 1), SourceError("stream ended or stalled"))
+                proc = None
+                if not self._stop.is_set() and failures:
+                    self._sleep(failures, SourceError("stream ended or stalled"))
             self.buffer.close()
         except SourceError as exc:
             self.buffer.close(exc)
 
-    def _pump(self, proc: DecodeProcess) -> tuple[int, bool]:
-        """Copy one connection's frames into the buffer on a continuous media clock; returns frames read
-        and whether the source reached its end (rather than failing or stalling)."""
-        offset = 0.0
-        if self._last_t >= 0 and not self.finite:
-            offset = self._last_t + max(time.time() - self._last_arrival, 1e-3)
-        n, ended = 0, False
+    def _pump(self, proc: DecodeProcess) -> int:
+        """Copy one connection's frames into the buffer on the stream's timeline; returns frames read."""
+        n = 0
+        self._timeline.new_connection()
         try:
             for frame in proc.frames():
                 if self._stop.is_set():
                     break
-                t = round(offset + frame.t, 6)
-                if t <= self._last_t:
+                placed = self._timeline.place(frame, finite=self.finite)
+                if placed is None:
                     continue
-                self._last_t, self._last_arrival = t, time.time()
-                wall = None if self.finite else frame.wall
-                self.buffer.put(replace(frame, t=t, slot=round(offset + frame.key, 6), wall=wall))
+                if placed.gap is not None:
+                    self.gaps += 1
+                    logger.warning(
+                        "live source %s: %s gap of %.1f s before media time %.2f",
+                        self.spec.label,
+                        placed.gap.reason,
+                        placed.gap.seconds,
+                        placed.t,
+                    )
+                self._last_frame_at = time.monotonic()
+                self.buffer.put(placed)
                 n += 1
-            ended = not self._stop.is_set()
         except SourceError as exc:
-            logger.warning("live source %s: %s", redact_url(self.spec.source), exc)
+            logger.warning("live source %s: %s", self.spec.label, exc)
         finally:
             proc.close()
-        return n, ended
+        return n
 
     def frames(self) -> Iterator[Frame]:
         while (frame := self.buffer.get()) is not None:
@@ -180,3 +208,49 @@ class LiveSource:
         self._stop.set()
         self.buffer.close()
         self._thread.join(timeout=10)
+
+
+class _Timeline:
+    """Lays connections and segments end to end: media time follows the wall clock across outages and
+    every sample time stays on the k/fps grid."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self.epoch: float | None = None  # wall time of media time 0 of the whole stream
+        self.offset = 0.0
+        self.last_t = self.last_key = -1.0
+        self.last_wall: float | None = None
+        self._fresh = True  # the next frame starts a connection
+
+    def new_connection(self) -> None:
+        self._fresh = True
+
+    def place(self, frame: Frame, *, finite: bool) -> Frame | None:
+        if finite:  # its own media times; after a reconnection skip what was delivered
+            if frame.t <= self.last_t:
+                return None
+            self.last_t = frame.t
+            return replace(frame, wall=None)
+        gap = frame.gap
+        if self._fresh or (gap is not None and gap.restart):
+            gap = self._start_segment(frame, gap)
+        t, key = round(self.offset + frame.t, 6), round(self.offset + frame.key, 6)
+        if t <= self.last_t or key <= self.last_key:
+            return None  # cannot happen with a restarted clock on the grid; never send time backwards
+        self.last_t, self.last_key, self.last_wall = t, key, frame.wall
+        return replace(frame, t=t, slot=key, gap=gap)
+
+    def _start_segment(self, frame: Frame, gap: Gap | None) -> Gap | None:
+        fresh, self._fresh = self._fresh, False
+        anchor = (frame.wall - frame.t) if frame.wall is not None else time.time() - frame.t
+        if self.epoch is None:
+            self.epoch, self.offset = anchor, 0.0
+            return gap
+        # Snap to the grid, and never onto or before the last sample time.
+        snapped = round((anchor - self.epoch) / self.period) * self.period
+        self.offset = max(snapped, self.last_key + self.period - frame.key)
+        self.offset = round(self.offset / self.period) * self.period
+        lost = (frame.wall - self.last_wall) if frame.wall is not None and self.last_wall is not None else 0.0
+        if fresh:
+            return Gap("reconnect", round(max(0.0, lost), 3), restart=True)
+        return gap if gap is not None else Gap("discontinuity", round(max(0.0, lost), 3), restart=True)

@@ -11,17 +11,18 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from functools import cache
 
 import av
 import numpy as np
 
-from vstream.media.frames import Frame, FrameSampler, SourceError, SourceInfo, target_size
+from vstream.media.anchor import WallAnchor
+from vstream.media.frames import Frame, FrameSampler, Gap, Pick, SourceError, SourceInfo, target_size
+from vstream.media.reader import DecodeSpec, SkipMode
 
 logger = logging.getLogger(__name__)
 
-SkipMode = Literal["auto", "none", "bidir"]
+__all__ = ["LIVE_SCHEMES", "DecodeSpec", "PyAVReader", "SkipMode", "is_live_url", "scheme_supported"]
 LIVE_SCHEMES = (
     "rtsp://",
     "rtsps://",
@@ -34,7 +35,10 @@ LIVE_SCHEMES = (
     "tcp://",
 )
 _PROBE_SECONDS = 1.0
-_REANCHOR_S = 2.0
+# Consecutive live frames further apart than this (media time) have an outage between them.
+_LIVE_HOLE_S = 1.0
+# Media time running ahead of arrival time by more than this is a timestamp discontinuity, not an outage.
+_PTS_JUMP_S = 1.0
 # A live stream this many undecodable packets in a row is broken: reconnect. A file is read to its end:
 # a corrupt stretch can be followed by good data, and a truncated file's missing tail only costs a
 # failed decode per packet.
@@ -45,19 +49,17 @@ def is_live_url(source: str) -> bool:
     return source.lower().startswith(LIVE_SCHEMES)
 
 
-@dataclass(frozen=True)
-class DecodeSpec:
-    """Everything a decoder needs; picklable, so it can cross into the decode child process."""
-
-    source: str
-    fps: float
-    max_side: int
-    start: float = 0.0
-    live: bool = False
-    backend: Literal["pyav", "decord"] = "pyav"
-    skip: SkipMode = "auto"
-    threads: int = 1
-    open_timeout_s: float = 10.0
+@cache
+def scheme_supported(scheme: str) -> bool:
+    """Whether this FFmpeg build has the protocol (PyAV's wheel lacks libsrt): opening a URL of it that
+    cannot connect fails with "protocol not found" at once when it is missing."""
+    try:
+        av.open(f"{scheme}://127.0.0.1:9/", timeout=(0.5, 0.5)).close()
+    except av.error.ProtocolNotFoundError:
+        return False
+    except (av.error.FFmpegError, OSError):
+        pass
+    return True
 
 
 def open_container(spec: DecodeSpec) -> av.container.InputContainer:
@@ -67,15 +69,18 @@ def open_container(spec: DecodeSpec) -> av.container.InputContainer:
     try:
         return av.open(spec.source, options=options, timeout=(spec.open_timeout_s, spec.open_timeout_s))
     except av.error.FileNotFoundError as exc:
-        raise SourceError(f"no such file: {spec.source}") from exc
+        raise SourceError(f"no such file: {spec.label}") from exc
+    except av.error.ProtocolNotFoundError as exc:
+        scheme = spec.source.split("://", 1)[0]
+        raise SourceError(f"this FFmpeg build cannot read {scheme}:// URLs: {spec.label}") from exc
     except (av.error.InvalidDataError, av.error.EOFError) as exc:
         raise SourceError(
-            f"not a readable video (empty, truncated or not a media file): {spec.source}"
+            f"not a readable video (empty, truncated or not a media file): {spec.label}"
         ) from exc
     except (av.error.ConnectionRefusedError, av.error.ExitError, TimeoutError) as exc:
-        raise SourceError(f"cannot connect to {spec.source}: {exc}", fatal=not spec.live) from exc
+        raise SourceError(f"cannot connect to {spec.label}: {exc}", fatal=not spec.live) from exc
     except (av.error.FFmpegError, OSError) as exc:
-        raise SourceError(f"cannot open {spec.source}: {exc}", fatal=not spec.live) from exc
+        raise SourceError(f"cannot open {spec.label}: {exc}", fatal=not spec.live) from exc
 
 
 def _video_stream(container: av.container.InputContainer, source: str) -> av.video.stream.VideoStream:
@@ -97,7 +102,7 @@ def _choose_skip(spec: DecodeSpec) -> str:
     """
     times: list[float] = []
     with open_container(spec) as container:
-        stream = _video_stream(container, spec.source)
+        stream = _video_stream(container, spec.label)
         stream.codec_context.thread_count = spec.threads
         stream.codec_context.skip_frame = "BIDIR"
         rate = float(stream.average_rate or stream.guessed_rate or 0)
@@ -148,10 +153,13 @@ def _info(
     )
 
 
-def to_rgb(frame: av.VideoFrame, info: SourceInfo) -> np.ndarray:
-    """Resize in swscale (before rotation, so only the kept size is converted) and rotate for display."""
+def to_rgb(frame: av.VideoFrame, info: SourceInfo, max_side: int) -> np.ndarray:
+    """Resize in swscale (before rotation, so only the kept size is converted) and rotate for display.
+
+    The size follows each frame, not the first: a live source can change resolution mid-stream.
+    """
     k = info.rotation // 90
-    w, h = (info.out_height, info.out_width) if k % 2 else (info.out_width, info.out_height)
+    w, h = target_size(frame.width, frame.height, max_side)
     img = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
@@ -165,7 +173,7 @@ class PyAVReader:
         if not spec.live and spec.skip != "none":
             skip = _choose_skip(spec) if spec.skip == "auto" else spec.skip
         self.container = open_container(spec)
-        self.stream = _video_stream(self.container, spec.source)
+        self.stream = _video_stream(self.container, spec.label)
         self.stream.thread_type = "AUTO" if spec.threads != 1 else "SLICE"
         self.stream.codec_context.thread_count = spec.threads
         if skip == "bidir":
@@ -178,7 +186,7 @@ class PyAVReader:
         try:
             self._first = next(self._frames)
         except StopIteration:
-            raise SourceError(f"no decodable video frames in {spec.source}") from None
+            raise SourceError(f"no decodable video frames in {spec.label}") from None
         self.info = _info(self.stream, self._first, spec, skip)
 
     def _decode(self) -> Iterator[av.VideoFrame]:
@@ -204,38 +212,38 @@ class PyAVReader:
             return
         except av.error.FFmpegError as exc:
             if decoded and not self.spec.live:  # a file cut off mid-packet: keep what came before
-                logger.warning("%s ends early (truncated?): %s", self.spec.source, exc)
+                logger.warning("%s ends early (truncated?): %s", self.spec.label, exc)
                 self.bad_packets += 1
                 return
-            raise SourceError(
-                f"decode failed in {self.spec.source}: {exc}", fatal=not self.spec.live
-            ) from exc
+            raise SourceError(f"decode failed in {self.spec.label}: {exc}", fatal=not self.spec.live) from exc
 
     def frames(self) -> Iterator[Frame]:
+        if self.spec.live and self.info.duration is None:
+            yield from _LiveTimeline(self).frames(_chain(self._first, self._frames))
+            return
         sampler = FrameSampler(self.spec.fps, self.spec.start if not self.spec.live else 0.0)
         origin = self._origin(self._first)
-        wall0: float | None = None
         count = 0
         for frame in _chain(self._first, self._frames):
-            arrival = time.time()
             t, clock = self._time(frame, origin, count)
             count += 1
             if t < 0:
                 continue
-            if self.spec.live:
-                wall0 = _anchor(wall0, arrival - t)
             for pick in sampler.push(t, frame):
-                yield self._frame(pick.item, pick.t, pick.slot, wall0, clock)  # type: ignore[arg-type]
-        if self.bad_packets:
-            logger.warning(
-                "%s: skipped %d undecodable packets (corrupt or truncated)",
-                self.spec.source,
-                self.bad_packets,
-            )
+                yield self._frame(pick.item, pick.t, pick.slot, None, clock)  # type: ignore[arg-type]
+        self._log_bad_packets()
         # A damaged file's header duration can run past its last decodable frame: don't pad up to it.
         end = self.info.duration - origin if self.info.duration is not None and not self.bad_packets else None
         for pick in sampler.finish(end):
-            yield self._frame(pick.item, pick.t, pick.slot, wall0, "pts")  # type: ignore[arg-type]
+            yield self._frame(pick.item, pick.t, pick.slot, None, "pts")  # type: ignore[arg-type]
+
+    def _log_bad_packets(self) -> None:
+        if self.bad_packets:
+            logger.warning(
+                "%s: skipped %d undecodable packets (corrupt or truncated)",
+                self.spec.label,
+                self.bad_packets,
+            )
 
     def _origin(self, first: av.VideoFrame) -> float:
         if self.spec.live:
@@ -250,22 +258,110 @@ class PyAVReader:
         rate = self.info.fps or 25.0
         return count / rate, "arrival" if self.spec.live else "pts"
 
-    def _frame(self, frame: av.VideoFrame, t: float, slot: float, wall0: float | None, clock: str) -> Frame:
-        wall = wall0 + t if wall0 is not None else None
+    def _frame(
+        self,
+        frame: av.VideoFrame,
+        t: float,
+        slot: float,
+        wall: float | None,
+        clock: str,
+        gap: Gap | None = None,
+    ) -> Frame:
         return Frame(
-            to_rgb(frame, self.info), round(t, 6), wall, "arrival" if clock == "arrival" else "pts", slot
+            to_rgb(frame, self.info, self.spec.max_side),
+            round(t, 6),
+            round(wall, 6) if wall is not None else None,
+            "arrival" if clock == "arrival" else "pts",
+            slot,
+            gap,
         )
 
     def close(self) -> None:
         self.container.close()
 
 
-def _anchor(wall0: float | None, candidate: float) -> float:
-    """Wall time of media time 0: the least-delayed arrival seen (FFmpeg's probing delays the first frames),
-    re-anchored when frames arrive persistently later (the source clock drifts or the stream stalled)."""
-    if wall0 is None or candidate < wall0 or candidate - wall0 > _REANCHOR_S:
-        return candidate
-    return wall0
+class _Segment:
+    """A run of live frames with continuous timestamps: one media origin, one wall anchor, one sampler.
+
+    Sampled frames are held until the anchor settles, so even the first ones get a settled wall time.
+    """
+
+    def __init__(self, reader: PyAVReader, origin: float, gap: Gap | None) -> None:
+        self.reader, self.origin = reader, origin
+        self.sampler = FrameSampler(reader.spec.fps)
+        self.anchor = WallAnchor()
+        self.held: list[Pick] = []
+        self.clock = "pts"
+        self.last_t = self.last_arrival = self.last_wall = -1.0
+        self.gap, self.gap_at = gap, 0.0  # the gap to mark on the first frame at or after gap_at
+        self.broken: Gap | None = None  # set when the stream no longer fits this segment
+
+    def fits(self, t: float, arrival: float) -> Gap | None:
+        """A gap when frame time ``t`` cannot continue this segment (timestamps went back or jumped)."""
+        if self.last_t < 0:
+            return None
+        waited = max(0.0, arrival - self.last_arrival)
+        if t < self.last_t - 1e-6 or t - self.last_t > waited + _PTS_JUMP_S:
+            return Gap("discontinuity", round(waited, 3), restart=True)
+        return None
+
+    def push(self, frame: av.VideoFrame, t: float, arrival: float, clock: str) -> list[Frame]:
+        self.clock = clock
+        if self.last_t >= 0 and t - self.last_t > _LIVE_HOLE_S and self.gap is None:
+            self.gap, self.gap_at = Gap("stall", round(t - self.last_t, 3)), t
+        if not self.anchor.push(arrival, t):
+            self.broken = Gap("stall", round(arrival - self.last_arrival, 3), restart=True)
+        self.last_t, self.last_arrival = t, arrival
+        self.held.extend(self.sampler.push(t, frame))
+        return self._release() if self.anchor.settled else []
+
+    def finish(self) -> list[Frame]:
+        self.anchor.settle()
+        self.held.extend(self.sampler.finish())
+        return self._release()
+
+    def _release(self) -> list[Frame]:
+        out, anchor = [], self.anchor.value or 0.0
+        for pick in self.held:
+            # Never back in time, even when the anchor was lowered since the previous frame.
+            wall = max(anchor + pick.t, self.last_wall + 1e-3)
+            self.last_wall = wall
+            gap = None
+            if self.gap is not None and pick.t >= self.gap_at - 1e-6:
+                gap, self.gap = self.gap, None
+            out.append(self.reader._frame(pick.item, pick.t, pick.slot, wall, self.clock, gap))  # type: ignore[arg-type]
+        self.held.clear()
+        return out
+
+
+class _LiveTimeline:
+    """Splits one connection's frames into :class:`_Segment`s at timestamp discontinuities and stalls.
+
+    Media time is per segment (from 0); the live source lays segments end to end on the sampling grid.
+    """
+
+    def __init__(self, reader: PyAVReader) -> None:
+        self.reader = reader
+
+    def frames(self, decoded: Iterator[av.VideoFrame]) -> Iterator[Frame]:
+        seg: _Segment | None = None
+        gap: Gap | None = None
+        rate = self.reader.info.fps or 25.0
+        for count, frame in enumerate(decoded):
+            arrival = time.time()
+            raw = float(frame.time) if frame.time is not None else count / rate
+            clock = "pts" if frame.time is not None else "arrival"
+            if seg is not None:
+                gap = seg.broken or seg.fits(raw - seg.origin, arrival)
+                if gap is not None:
+                    yield from seg.finish()
+                    seg = None
+            if seg is None:
+                seg, gap = _Segment(self.reader, raw, gap), None
+            yield from seg.push(frame, raw - seg.origin, arrival, clock)
+        self.reader._log_bad_packets()
+        if seg is not None:
+            yield from seg.finish()
 
 
 def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:

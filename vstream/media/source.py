@@ -13,7 +13,8 @@ from vstream.config import DecodeSettings
 from vstream.media.child import DecodeProcess
 from vstream.media.frames import Frame, SourceError, SourceInfo
 from vstream.media.live import Backoff, LiveSource
-from vstream.media.pyav_source import LIVE_SCHEMES, DecodeSpec, is_live_url
+from vstream.media.pyav_source import LIVE_SCHEMES, is_live_url, scheme_supported
+from vstream.media.reader import DecodeSpec
 from vstream.schema import ClipParams
 
 
@@ -61,6 +62,10 @@ def check_scheme(source: str) -> None:
         raise SourceError(
             f"unsupported source scheme {match.group(1)!r} (supported: {supported}; or a local file path)"
         )
+    if match and not scheme_supported(match.group(1).lower()):
+        raise SourceError(
+            f"this FFmpeg build cannot read {match.group(1).lower()}:// URLs (no support built in)"
+        )
 
 
 def open_source(
@@ -94,10 +99,15 @@ def open_source(
         open_timeout_s=decode.open_timeout_s,
     )
     if live:
-        backoff = Backoff(decode.reconnect_initial_s, decode.reconnect_max_s, decode.reconnect_attempts)
+        backoff = Backoff(
+            decode.reconnect_initial_s,
+            decode.reconnect_max_s,
+            decode.reconnect_attempts,
+            decode.reconnect_give_up_s,
+        )
         return LiveSource(
             spec,
-            stall_timeout_s=decode.stall_timeout_s,
+            stall_timeout_s=decode.live_stall_timeout_s,
             buffer_frames=decode.live_buffer_frames,
             backoff=backoff,
         )
