@@ -45,41 +45,11 @@ class KafkaSettings(_Group):
         description="Largest message producer, broker and consumer accept; larger clips use the blob store.",
     )
     request_timeout_ms: int = Field(30_000, ge=1000)
-    replication_factor: int = Field(
-        1, ge=1, description="Replicas of each topic vstream creates (3 in production; at most the brokers)."
-    )
-    min_insync_replicas: int = Field(
-        1,
-        ge=1,
-        description="min.insync.replicas of created topics: with acks=all a write needs this many replicas "
-        "(2 with replication_factor 3 survives one broker down without losing an acknowledged clip).",
-    )
-
-    @model_validator(mode="after")
-    def _insync_fits(self) -> KafkaSettings:
-        if self.min_insync_replicas > self.replication_factor:
-            raise ValueError(
-                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
-                f"({self.replication_factor}): no write could ever succeed"
-            )
-        return self
 
 
 class RedisSettings(_Group):
     url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL.")
     key_prefix: str = Field("vstream:", description="Prefix of every key (tests use a unique one).")
-    cluster: bool = Field(
-        False,
-        description="Talk to a Redis Cluster (redis-py's RedisCluster); the URL names any one node.",
-    )
-
-    @field_validator("key_prefix")
-    @classmethod
-    def _no_hash_tag(cls, v: str) -> str:
-        # a brace in the prefix would become the hash tag of every key: all keys in one slot
-        if "{" in v or "}" in v:
-            raise ValueError("must not contain '{' or '}' (Redis Cluster hash tags)")
-        return v
 
 
 class ClipSettings(_Group):
@@ -138,45 +108,7 @@ class DecodeSettings(_Group):
 
 
 class BlobSettings(_Group):
-    root: Path = Field(
-        Path("var/blobs"),
-        description="Local directory: the claim-check store when url is unset, and the API's rendered reels.",
-    )
-    url: str | None = Field(
-        None,
-        description="Claim-check store: file:///dir (one host) or s3://bucket/prefix (many hosts); "
-        "unset = the root directory.",
-    )
-    s3_endpoint: str | None = Field(
-        None, description="S3 endpoint URL, e.g. http://127.0.0.1:8333; unset = AWS for s3_region."
-    )
-    s3_region: str = Field("us-east-1", description="S3 region (signing).")
-    s3_access_key_id: SecretStr | None = Field(
-        None, description="S3 access key; unset = the S3 client's own credential chain (AWS_* variables)."
-    )
-    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
-    s3_path_style: bool = Field(
-        False, description="Path-style requests (endpoint/bucket/key), as s3proxy and other non-AWS stores use."
-    )
-    s3_allow_http: bool = Field(False, description="Allow a plain-http endpoint (local/test servers).")
-    ttl_s: float = Field(
-        7 * 86_400,
-        gt=0,
-        description="Blobs older than this are swept (clips never settled); keep it >= Kafka's retention.",
-    )
-    sweep_interval_s: float = Field(
-        600.0, gt=0, description="How often a worker that writes blobs sweeps expired ones."
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        scheme, _, rest = v.partition("://")
-        if scheme not in ("file", "s3") or not rest.strip("/"):
-            raise ValueError(f"blob store URL must be file:///dir or s3://bucket[/prefix], got {v!r}")
-        return v
+    root: Path = Field(Path("var/blobs"), description="Directory of the claim-check blob store.")
 
 
 class ModelSettings(_Group):
@@ -204,13 +136,6 @@ class ModelSettings(_Group):
     request_timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
     max_concurrency: int = Field(4, ge=1, description="Requests in flight to the endpoint.")
-    frames: Literal["auto", "video", "video-kwargs", "images"] = Field(
-        "auto",
-        description="How frames reach an OpenAI-compatible server (openai): video = an MP4 at the clip's "
-        "frame rate (vLLM/SGLang as shipped; exact times up to 2 fps), video-kwargs = JPEG frames plus "
-        "media_io_kwargs (vLLM with --trust-request-mm-kwargs), images = timed images (any server), "
-        "auto = probe once at start-up in that order and log the pick.",
-    )
     clip_timeout_s: float = Field(600.0, gt=0, description="Watchdog: a batch running longer is abandoned.")
     max_in_flight: int = Field(
         32,
@@ -249,20 +174,6 @@ class ApiSettings(_Group):
     )
 
 
-class AskSettings(_Group):
-    chunk_chars: int = Field(
-        12_000,
-        ge=500,
-        description="Questions (POST /v1/streams/{id}/ask, vstream ask): stored notes per prompt; a range "
-        "with more is answered chunk by chunk and the answers combined (map-reduce).",
-    )
-    fan_in: int = Field(6, ge=2, description="Partial answers combined per reduce prompt.")
-    max_records: int = Field(
-        5000, ge=1, description="Stored records one question reads at most (the earliest ones of the range)."
-    )
-    max_new_tokens: int = Field(512, ge=16, description="Tokens the model may write per answer.")
-
-
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -284,7 +195,6 @@ class Settings(BaseSettings):
     blobs: BlobSettings = BlobSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
-    ask: AskSettings = AskSettings()
     log_level: LogLevel = Field("INFO", description="Python logging level (any case).")
     worker_max_jobs: int = Field(4, ge=1, description="Ingest jobs one ingest worker runs at once.")
     job_lease_s: float = Field(30.0, ge=2, description="A job whose owner stops renewing is taken over.")
@@ -374,10 +284,6 @@ _NON_SETTINGS_ENV = {
     "VSTREAM_CACHE",
     "VSTREAM_KAFKA_PORT",
     "VSTREAM_KAFKA_CONTROLLER_PORT",
-    "VSTREAM_KAFKA_CLUSTER_PORTS",
-    "VSTREAM_S3_PORT",
-    "VSTREAM_S3_BUCKET",
     "VSTREAM_REDIS_PORT",
     "VSTREAM_VLLM_PORT",
-    "VSTREAM_REDIS_CLUSTER_PORTS",
 }

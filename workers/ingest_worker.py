@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from vstream.blobstore import open_blob_store
+from vstream.blobstore import LocalBlobStore
 from vstream.config import Settings
 from vstream.ingest import IngestStats, describe, open_for, run_ingest
 from vstream.jobs import ACTIVE, JobStore
@@ -29,7 +29,6 @@ from vstream.kafka_io import ClipPublisher, ensure_topics, make_consumer, make_p
 from vstream.media.frames import SourceError
 from vstream.metrics import Counters
 from vstream.names import Keys, Topics
-from vstream.redis_conn import connect
 from vstream.schema import ClipMessage, IngestError, IngestRequest, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class JobRunner:
             topics,
             owner,
         )
-        self.blobs = open_blob_store(settings.blobs)
+        self.blobs = LocalBlobStore(settings.blobs.root)
         self.counters = Counters(jobs.r, jobs.keys)
 
     def run(self, job_id: str, stop: threading.Event) -> str:
@@ -177,7 +176,7 @@ class IngestWorker:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
-        self.redis = connect(settings.redis)
+        self.redis = redis.Redis.from_url(settings.redis.url)
         self.jobs = JobStore(self.redis, self.keys, settings.job_lease_s)
         self.stopping = threading.Event()
         self.running: dict[str, _Running] = {}
