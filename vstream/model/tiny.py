@@ -92,7 +92,7 @@ TINY_TEXT_CONFIG: dict[str, Any] = {
     "head_dim": 32,
     # GLM-4.5V's text_config says use_qk_norm false; vLLM's GLM-4.5 decoder reads it, transformers ignores it.
     "use_qk_norm": False,
-    # head_dim 32, partial rotary 0.5 -> 16 rotary dims -> 8 frequencies split over (t, h, w) like [8, 12, 12].
+    # head_dim 32, partial rotary 0.5 -> 16 rotary dims -> 8 frequencies over (t, h, w), like [8, 12, 12].
     "rope_parameters": {
         "rope_type": "default",
         "rope_theta": 10000.0,
