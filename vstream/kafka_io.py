@@ -12,7 +12,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from vstream.blobstore import LocalBlobStore
+from vstream.blobstore import BlobStore
 from vstream.config import KafkaSettings
 from vstream.schema import ClipMessage, encode_clip
 
@@ -54,12 +54,13 @@ def make_consumer(kafka: KafkaSettings, group_id: str, *topics: str, **overrides
 
 
 def ensure_topics(kafka: KafkaSettings, topics: dict[str, int]) -> None:
-    """Create missing topics (name -> partitions) with a message limit matching ours; idempotent."""
+    """Create missing topics (name -> partitions) with a message limit matching ours and the configured
+    replication; idempotent. Existing topics are left as they are (changing RF is an operator's job)."""
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap.split(","), client_id="vstream-admin")
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(name, partitions, 1, topic_configs={"max.message.bytes": str(kafka.max_message_bytes)})
+            NewTopic(name, partitions, kafka.replication_factor, topic_configs=_topic_configs(kafka))
             for name, partitions in topics.items()
             if name not in existing
         ]
@@ -69,6 +70,15 @@ def ensure_topics(kafka: KafkaSettings, topics: dict[str, int]) -> None:
             _wait_for_topics(admin, [t.name for t in new])
     finally:
         admin.close()
+
+
+def _topic_configs(kafka: KafkaSettings) -> dict[str, str]:
+    return {
+        "max.message.bytes": str(kafka.max_message_bytes),
+        "min.insync.replicas": str(kafka.min_insync_replicas),
+        # an out-of-sync replica never becomes leader: an acknowledged clip is never rolled back
+        "unclean.leader.election.enable": "false",
+    }
 
 
 def _wait_for_topics(admin: KafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
@@ -87,7 +97,7 @@ class ClipPublisher:
     confirmed by all in-sync replicas: the safe point to resume from after a crash.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str, blobs: LocalBlobStore, max_bytes: int) -> None:
+    def __init__(self, producer: KafkaProducer, topic: str, blobs: BlobStore, max_bytes: int) -> None:
         self.producer, self.topic, self.blobs = producer, topic, blobs
         self.limit = max_bytes - _RECORD_OVERHEAD
         self._pending: deque[tuple[int, Any]] = deque()
