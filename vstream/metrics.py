@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import BaseModel, ValidationError
 
 from vstream.names import Keys
 
@@ -28,7 +29,35 @@ HELP = {
     "parse_failures": "Model answers that could not be parsed (stored with their raw text)",
     "model_seconds": "Seconds of model time spent on clips",
     "dead_letter": "Clips sent to the dead-letter topic",
+    "model_outages": "Times an infer worker found the model server down or overloaded",
+    "model_outage_seconds": "Seconds infer workers waited for the model server to come back",
 }
+
+
+class InferHeartbeat(BaseModel):
+    """What an infer worker writes to its heartbeat key (60 s TTL) every few seconds."""
+
+    schema_version: int = 1
+    worker_id: str
+    at: float  # wall clock of the beat
+    processed: int = 0
+    in_flight: int = 0  # clips taken and not settled
+    running: int = 0  # clips whose inference is under way
+    outage_since: float | None = None  # wall clock the model server became unreachable; None = it answers
+    outage_error: str = ""
+
+
+def infer_heartbeats(raw: Iterable[bytes | None]) -> list[InferHeartbeat]:
+    """Parse heartbeat values; unreadable ones (an older worker's format) are skipped."""
+    beats: list[InferHeartbeat] = []
+    for value in raw:
+        if value is None:
+            continue
+        try:
+            beats.append(InferHeartbeat.model_validate_json(value))
+        except ValidationError:
+            continue
+    return beats
 
 
 class Counters:
@@ -62,6 +91,7 @@ class RedisCollector(Collector):
         self, client: redis.Redis, keys: Keys, lag: Callable[[], dict[tuple[str, str], int]]
     ) -> None:
         self.r, self.key, self.lag = client, keys.metrics, lag
+        self.heartbeats = keys.worker_heartbeat("infer", "*")
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         series: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
@@ -82,6 +112,27 @@ class RedisCollector(Collector):
         for (group, topic), value in sorted(self.lag().items()):
             gauge.add_metric([group, topic], value)
         yield gauge
+        yield from self._infer_workers()
+
+    def _infer_workers(self) -> Iterator[GaugeMetricFamily]:
+        """Live infer workers, their clips in flight, and which of them wait out a model-server outage."""
+        keys = list(self.r.scan_iter(match=self.heartbeats, count=1000))
+        # one GET per worker (few of them): MGET across hash slots fails on a Redis Cluster
+        beats = infer_heartbeats(self.r.get(k) for k in keys)  # type: ignore[misc]
+        now = time.time()
+        yield GaugeMetricFamily("vstream_infer_workers", "Infer workers with a live heartbeat", len(beats))
+        yield GaugeMetricFamily(
+            "vstream_infer_in_flight", "Clips taken and not yet settled", sum(b.in_flight for b in beats)
+        )
+        outage = GaugeMetricFamily(
+            "vstream_model_outage_seconds",
+            "How long each infer worker has found the model server unavailable (0 = it answers)",
+            labels=["worker"],
+        )
+        for b in beats:
+            since = b.outage_since
+            outage.add_metric([b.worker_id], 0.0 if since is None else max(0.0, now - since))
+        yield outage
 
 
 class CachedLag:

@@ -1,9 +1,17 @@
 """``vstream worker infer``: clips from Kafka -> GLM-4.5V -> results in Redis (and on the results topic).
 
-Offsets are committed only after a clip's result is durably written (at-least-once); the write is
-idempotent by clip id + model + prompt hash (exactly-once effect). A clip's attempts are counted in Redis
-*before* it runs, so one that keeps failing, or keeps crashing the process, ends on the dead-letter topic
-instead of blocking its partition forever.
+Pipelined: up to ``model.max_in_flight`` clips are taken and not yet settled, across streams and partitions;
+a new clip starts as soon as one finishes (the openai backend gets one request per clip, the in-process
+transformers backend micro-batches of ``max_batch`` on one thread). The bookkeeping is in
+:mod:`workers.infer_pipeline`.
+
+Offsets are committed per partition only up to the oldest unsettled clip, after its result is durably
+written (at-least-once); the write is idempotent by clip id + model + prompt hash (exactly-once effect),
+and results are applied in clip order per stream. A clip's attempts are counted in Redis *before* each
+run, so one that keeps failing, or keeps crashing the process, ends on the dead-letter topic instead of
+blocking its partition forever. A model server that is down or overloaded is not the clips' fault: the
+worker stops taking clips, probes with one clip at a time under capped backoff, counts no attempts for
+up to ``model.outage_window_s``, reports the outage in its heartbeat, and resumes by itself.
 """
 
 from __future__ import annotations
@@ -17,27 +25,47 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
-import redis
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from vstream.analysis.analyzer import Analysis, ClipAnalyzer
-from vstream.blobstore import LocalBlobStore
+from vstream.blobstore import open_blob_store
 from vstream.config import Settings
 from vstream.kafka_io import ensure_topics, make_consumer, make_producer
-from vstream.metrics import Counters
+from vstream.metrics import Counters, InferHeartbeat
 from vstream.model.base import ModelBackend
 from vstream.model.factory import make_backend
 from vstream.names import Keys, Topics
+from vstream.redis_conn import connect
 from vstream.schema import ClipMessage, SchemaError, decode_clip
 from vstream.store import ResultStore, load_segments
+from workers.infer_pipeline import OutageGate, Pipeline, Slot
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 SUMMARY_EVERY_CLIPS = 10
 EXIT_STUCK = 3
+DRAIN_S = 30.0  # on SIGTERM, how long running clips may finish before the rest is handed back
+COMMIT_EVERY_S = 0.5
+HEARTBEAT_EVERY_S = 2.0
+RETRY_CAP_S = 10.0
+
+InferSlot = Slot[ClipMessage, Analysis]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: InferWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.worker._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        logger.info("infer worker %s assigned %s", self.worker.worker_id, sorted(assigned))
 
 
 class InferWorker:
@@ -47,13 +75,23 @@ class InferWorker:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
-        self.redis = redis.Redis.from_url(settings.redis.url)
+        self.redis = connect(settings.redis)
         self.store = ResultStore(self.redis, self.keys, retention_s=settings.retention_s)
         self.counters = Counters(self.redis, self.keys)
+        self.blobs = open_blob_store(settings.blobs)
         self._backend = backend
         self._active_backend: ModelBackend | None = backend
         self.stopping = threading.Event()
         self.processed = 0
+        m = settings.model
+        # the in-process model runs one micro-batch at a time; a server wants many requests in flight
+        self.batched = m.type == "transformers"
+        self.pipeline: Pipeline[ClipMessage, Analysis] = Pipeline(m.max_in_flight)
+        self.gate = OutageGate()
+        self._running: dict[Future[list[Analysis]], list[InferSlot]] = {}
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._last_commit = self._last_beat = 0.0
 
     def run(self) -> int:
         self.redis.ping()
@@ -68,38 +106,33 @@ class InferWorker:
         backend = self._backend or make_backend(self.settings.model)
         self._active_backend = backend
         m = self.settings.model
-        analyzer = ClipAnalyzer(
-            backend,
-            LocalBlobStore(self.settings.blobs.root),
-            thinking=m.thinking,
-            max_new_tokens=m.max_new_tokens,
-        )
+        analyzer = ClipAnalyzer(backend, self.blobs, thinking=m.thinking, max_new_tokens=m.max_new_tokens)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         consumer = make_consumer(
             self.settings.kafka,
             self.topics.infer_group,
-            self.topics.clips,
-            max_poll_records=m.max_batch,
+            max_poll_records=m.max_in_flight,
             max_poll_interval_ms=int(m.clip_timeout_s * 1000) + 60_000,
         )
+        self._consumer = consumer
+        consumer.subscribe([self.topics.clips], listener=_Rebalance(self))
         producer = make_producer(self.settings.kafka, client_id=f"vstream-infer-{self.worker_id}")
+        self._producer = producer
+        threads = 1 if self.batched else m.max_in_flight
         logger.info(
-            "infer worker %s started: model %s (%s), batch %d",
+            "infer worker %s started: model %s (%s), max in flight %d, %s",
             self.worker_id,
             backend.model_id,
             m.type,
-            m.max_batch,
+            m.max_in_flight,
+            f"micro-batches of {m.max_batch}" if self.batched else f"{threads} clips at once",
         )
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inference")
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="inference")
         try:
             while not self.stopping.is_set():
-                records = self._collect(consumer)
-                self._heartbeat(len(records))
-                if records:
-                    self._process(records, analyzer, producer, pool)
-                    producer.flush(timeout=30)
-                    consumer.commit()  # only now: every result of this batch is durably in Redis
+                self._step(consumer, analyzer, pool)
+            self._drain(consumer)
         finally:
             consumer.close(autocommit=False)
             producer.close(timeout=10)
@@ -108,90 +141,175 @@ class InferWorker:
             logger.info("infer worker %s stopped after %d clips", self.worker_id, self.processed)
         return 0
 
-    def _collect(self, consumer: KafkaConsumer) -> list[ConsumerRecord]:
-        """Micro-batch: up to max_batch clips, waiting at most max_wait_s once the first one arrived."""
-        m = self.settings.model
-        records: list[ConsumerRecord] = []
-        deadline: float | None = None
-        while len(records) < m.max_batch and not self.stopping.is_set():
-            wait_ms = 500 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            for batch in consumer.poll(timeout_ms=wait_ms, max_records=m.max_batch - len(records)).values():
-                records.extend(batch)
-            if records and deadline is None:
-                deadline = time.monotonic() + m.max_wait_s
-            if deadline is None or time.monotonic() >= deadline:
-                break
-        return records
+    def _step(self, consumer: KafkaConsumer, analyzer: ClipAnalyzer, pool: ThreadPoolExecutor) -> None:
+        self._take(consumer)
+        self._dispatch(analyzer, pool)
+        self._reap(0.02)
+        self._apply()
+        self._commit()
+        self._watchdog()
+        self._heartbeat()
 
-    def _process(
-        self,
-        records: list[ConsumerRecord],
-        analyzer: ClipAnalyzer,
-        producer: KafkaProducer,
-        pool: concurrent.futures.ThreadPoolExecutor,
-    ) -> None:
-        clips: list[ClipMessage] = []
-        for record in records:
-            try:
-                clips.append(decode_clip(record.value))
-            except SchemaError as exc:
-                self._dead_letter(producer, record.value, record.key, f"undecodable clip message: {exc}")
-        todo = [c for c in clips if not self._done_or_poison(c, producer)]
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if not todo:
-                return
-            started = time.monotonic()
-            future = pool.submit(analyzer.run, todo)
-            try:
-                analyses = future.result(timeout=self.settings.model.clip_timeout_s)
-            except concurrent.futures.TimeoutError:
-                self._stuck(todo)
-            took = time.monotonic() - started
-            todo = [
-                c for c, a in zip(todo, analyses, strict=True) if not self._settle(a, producer, took, attempt)
-            ]
-            if todo:
-                time.sleep(min(2.0**attempt, 10.0))
+    # --- taking clips ---------------------------------------------------------------------------------
 
-    def _done_or_poison(self, clip: ClipMessage, producer: KafkaProducer) -> bool:
-        """Skip clips already analysed (redelivery); dead-letter clips that failed too often before."""
-        spec = self._task_hash(clip)
-        if self.store.has_result(clip.clip_id, self._model_id(), spec):
+    def _take(self, consumer: KafkaConsumer) -> None:
+        free = self.pipeline.free()
+        if self.gate.active or free == 0:
+            # paused partitions keep the consumer in its group (poll still runs the coordinator)
+            consumer.pause(*consumer.assignment())
+            consumer.poll(timeout_ms=0)
+            return
+        if consumer.paused():
+            consumer.resume(*consumer.paused())
+        # short waits while clips run, so a freed slot is refilled promptly (a long one only when idle)
+        wait_ms = 10 if self._running else 200
+        now = time.monotonic()
+        for batch in consumer.poll(timeout_ms=wait_ms, max_records=free).values():
+            for record in batch:
+                self._taken(record, now)
+
+    def _taken(self, record: ConsumerRecord, now: float) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        try:
+            clip = decode_clip(record.value)
+        except SchemaError as exc:
+            self._dead_letter(record.value, record.key, f"undecodable clip message: {exc}")
+            self.pipeline.settle(self.pipeline.add(tp, record.offset, "", None, now))  # type: ignore[arg-type]
+            return
+        slot = self.pipeline.add(tp, record.offset, clip.stream_id, clip, now)
+        if self.store.has_result(clip.stream_id, clip.clip_id, self._model_id(), self._task_hash(clip)):
             logger.info(
                 "clip %s stream=%s outcome=duplicate (already analysed)", clip.clip_id, clip.stream_id
             )
+            self._drop_blob(clip)
+            self.pipeline.settle(slot)
+
+    # --- running clips --------------------------------------------------------------------------------
+
+    def _dispatch(self, analyzer: ClipAnalyzer, pool: ThreadPoolExecutor) -> None:
+        now = time.monotonic()
+        allowed = self.gate.allowed(now)
+        ready = self.pipeline.ready(now)
+        if self.stopping.is_set() or not ready or allowed == 0:
+            return
+        if allowed is not None:  # the outage probe: one clip
+            ready = ready[:1]
+            self.gate.probe_started()
+        if self.batched:
+            m = self.settings.model
+            waited = now - min(s.ready_since for s in ready)
+            if self._running or (len(ready) < m.max_batch and waited < m.max_wait_s and allowed is None):
+                return
+            batches = [ready[: m.max_batch]]
+        else:
+            batches = [[s] for s in ready]
+        for batch in batches:
+            todo = [s for s in batch if self._count_attempt(s)]
+            for slot in todo:
+                self.pipeline.start(slot, now)
+            if todo:
+                future = pool.submit(analyzer.run, [s.clip for s in todo])
+                self._running[future] = todo
+
+    def _count_attempt(self, slot: InferSlot) -> bool:
+        """Count this run before it starts; a clip started too often without a result is dead-lettered."""
+        clip = slot.clip
+        key = self.keys.clip_attempts(clip.clip_id)
+        attempts = int(self.redis.incr(key))
+        self.redis.expire(key, 7 * 86400)
+        if attempts <= MAX_ATTEMPTS:
             return True
-        attempts = int(self.redis.incr(self.keys.clip_attempts(clip.clip_id)))
-        self.redis.expire(self.keys.clip_attempts(clip.clip_id), 7 * 86400)
-        if attempts > MAX_ATTEMPTS:
-            self._dead_letter(
-                producer,
-                None,
-                clip.stream_id.encode(),
-                f"clip {clip.clip_id} was started {attempts - 1} times without a result",
-                clip,
-            )
-            return True
+        error = f"clip {clip.clip_id} was started {attempts - 1} times without a result"
+        self._dead_letter(None, clip.stream_id.encode(), error, clip)
+        self.pipeline.settle(slot)
+        if self.gate.probing:
+            self.gate.probing = False
         return False
 
-    def _settle(self, a: Analysis, producer: KafkaProducer, took: float, attempt: int) -> bool:
-        """Store, publish and log one clip; False when it should be tried again."""
+    def _reap(self, timeout: float) -> None:
+        if not self._running:
+            return
+        done, _ = concurrent.futures.wait(
+            list(self._running), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for future in done:
+            slots = self._running.pop(future)
+            try:
+                analyses = future.result()
+            except Exception as exc:  # analyzer.run does not raise; a bug must still not lose the clips
+                logger.exception("inference of %d clips failed", len(slots))
+                analyses = [
+                    Analysis(s.clip, error=f"inference failed: {exc!r}", retryable=True) for s in slots
+                ]
+            for slot, analysis in zip(slots, analyses, strict=True):
+                if slot.dropped:  # revoked meanwhile: the partition's new owner runs it, and counts that
+                    self.redis.decr(self.keys.clip_attempts(slot.clip.clip_id))
+                else:
+                    self._finished(slot, analysis)
+
+    def _finished(self, slot: InferSlot, a: Analysis) -> None:
+        now = time.monotonic()
+        window = self.settings.model.outage_window_s
+        if a.unavailable:
+            if not self.gate.active:
+                logger.warning("model server unavailable: %s; pausing, retrying with backoff", a.error)
+                self.counters.add("model_outages")
+            self.gate.failed(now, slot.started_at, a.error or "unavailable", a.retry_after)
+            if not self.gate.longer_than(now, window):
+                self.redis.decr(self.keys.clip_attempts(slot.clip.clip_id))  # not the clip's fault
+                self.pipeline.again(slot, now, now)
+                return
+            logger.error("model server unavailable for over %.0f s: attempts count again", window)
+        else:
+            lasted = self.gate.answered(now)
+            if lasted is not None:
+                logger.warning("model server answers again after %.1f s of outage; resuming", lasted)
+                self.counters.add("model_outage_seconds", lasted)
+        attempts = int(self.redis.get(self.keys.clip_attempts(slot.clip.clip_id)) or 0)
+        if a.result is None and a.retryable and attempts < MAX_ATTEMPTS:
+            logger.warning(
+                "clip %s stream=%s outcome=retry attempt=%d error=%s",
+                slot.clip.clip_id,
+                slot.clip.stream_id,
+                attempts,
+                a.error,
+            )
+            self.pipeline.again(slot, now + min(2.0**attempts, RETRY_CAP_S), now)
+            return
+        self.pipeline.finish(slot, a)
+
+    def _watchdog(self) -> None:
+        now = time.monotonic()
+        limit = self.settings.model.clip_timeout_s
+        for slots in self._running.values():
+            if slots and now - slots[0].started_at > limit:
+                self._stuck([s.clip for s in slots])
+
+    # --- settling -------------------------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        """Apply finished clips in clip order per stream, until none is ready to apply."""
+        while True:
+            slots = self.pipeline.appliable()
+            if not slots:
+                return
+            for slot in slots:
+                assert slot.analysis is not None
+                self._settle(slot.analysis)
+                if slot.analysis.result is not None:
+                    self._drop_blob(slot.clip)
+                self.pipeline.settle(slot)
+
+    def _settle(self, a: Analysis) -> None:
+        """Store, publish and log one clip's result, or dead-letter it."""
         clip = a.clip
-        delay = max(0.0, time.time() - clip.produced_at - took)
         if a.result is None:
-            if a.retryable and attempt < MAX_ATTEMPTS:
-                logger.warning(
-                    "clip %s stream=%s outcome=retry attempt=%d error=%s",
-                    clip.clip_id,
-                    clip.stream_id,
-                    attempt,
-                    a.error,
-                )
-                return False
-            self._dead_letter(producer, None, clip.stream_id.encode(), a.error or "no result", clip)
-            return True
+            self._dead_letter(None, clip.stream_id.encode(), a.error or "no result", clip)
+            return
+        delay = max(0.0, time.time() - clip.produced_at - a.result.model_seconds)
         commit = self.store.commit(a.result, clip, a.parsed)  # type: ignore[arg-type]
-        producer.send(
+        assert self._producer is not None
+        self._producer.send(
             self.topics.results, key=clip.stream_id.encode(), value=a.result.model_dump_json().encode()
         )
         self.redis.delete(self.keys.clip_attempts(clip.clip_id))
@@ -216,7 +334,56 @@ class InferWorker:
             len(commit.changes),
             a.result.visual_tokens,
         )
-        return True
+
+    def _drop_blob(self, clip: ClipMessage) -> None:
+        """A claim-checked clip's frames are not needed once its result is stored (best effort: the
+        store's sweep removes what is left)."""
+        if not clip.payload_ref:
+            return
+        try:
+            self.blobs.delete(clip.payload_ref)
+        except Exception as exc:  # a leftover blob costs storage, never a result
+            logger.warning("clip %s: blob %s not deleted: %s", clip.clip_id, clip.payload_ref, exc)
+
+    def _commit(self, tps: Sequence[TopicPartition] | None = None, *, force: bool = False) -> None:
+        """Commit each partition up to its oldest unsettled clip, once everything before it is durable."""
+        now = time.monotonic()
+        if not force and now - self._last_commit < COMMIT_EVERY_S:
+            return
+        offsets = self.pipeline.to_commit(tps)
+        if not offsets:
+            return
+        assert self._producer is not None and self._consumer is not None
+        self._producer.flush(timeout=30)  # results and dead letters acknowledged before their offsets
+        self._consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        self.pipeline.committed(offsets)
+        self._last_commit = now
+
+    def _revoked(self, revoked: list[TopicPartition]) -> None:
+        """Rebalance: settle what can be, commit it, and forget the rest (the new owner re-runs it)."""
+        self._apply()
+        try:
+            self._commit(revoked, force=True)
+        except Exception as exc:  # the group moved on: the new owner re-reads from the last commit
+            logger.warning("commit of revoked partitions failed: %s", exc)
+        lost = self.pipeline.drop(revoked)
+        if lost:
+            logger.info("partitions %s revoked: %d unsettled clips handed back", sorted(revoked), len(lost))
+
+    def _drain(self, consumer: KafkaConsumer) -> None:
+        """SIGTERM: take nothing new, let running clips finish for a while, commit what is settled."""
+        deadline = time.monotonic() + DRAIN_S
+        logger.info("draining: %d clips running, %d unsettled", len(self._running), self.pipeline.unsettled)
+        while self._running and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=0)
+            self._reap(0.2)
+            self._apply()
+        self._commit(force=True)
+        left = self.pipeline.unsettled
+        if left:
+            logger.info("drained: %d unsettled clips handed back (not committed)", left)
+
+    # --- the rest -------------------------------------------------------------------------------------
 
     def _summarize(self, clip: ClipMessage) -> None:
         """Refresh the stream's lecture summary (partial until its last clip); a failure only logs."""
@@ -242,12 +409,7 @@ class InferWorker:
         return self._active_backend
 
     def _dead_letter(
-        self,
-        producer: KafkaProducer,
-        value: bytes | None,
-        key: bytes | None,
-        error: str,
-        clip: ClipMessage | None = None,
+        self, value: bytes | None, key: bytes | None, error: str, clip: ClipMessage | None = None
     ) -> None:
         headers = [("error", error[:1000].encode()), ("worker", self.worker_id.encode())]
         payload = (
@@ -255,7 +417,8 @@ class InferWorker:
             if value is not None
             else (clip.model_dump_json(exclude={"frames"}).encode() if clip else b"")
         )
-        producer.send(self.topics.dead_letter, key=key, value=payload, headers=headers)
+        assert self._producer is not None
+        self._producer.send(self.topics.dead_letter, key=key, value=payload, headers=headers)
         self.counters.add("dead_letter")
         if clip is not None:
             self.store.count_dead_letter(clip)
@@ -273,9 +436,22 @@ class InferWorker:
         logging.shutdown()
         os._exit(EXIT_STUCK)
 
-    def _heartbeat(self, batch: int) -> None:
-        value = f'{{"batch": {batch}, "processed": {self.processed}, "at": {time.time():.3f}}}'
-        self.redis.set(self.keys.worker_heartbeat("infer", self.worker_id), value, ex=60)
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat < HEARTBEAT_EVERY_S:
+            return
+        self._last_beat = now
+        since = self.gate.since
+        beat = InferHeartbeat(
+            worker_id=self.worker_id,
+            at=time.time(),
+            processed=self.processed,
+            in_flight=self.pipeline.unsettled,
+            running=sum(len(s) for s in self._running.values()),
+            outage_since=None if since is None else round(time.time() - (now - since), 3),
+            outage_error=self.gate.error[:300],
+        )
+        self.redis.set(self.keys.worker_heartbeat("infer", self.worker_id), beat.model_dump_json(), ex=60)
 
     def _model_id(self) -> str:
         backend = self._active_backend or self._backend

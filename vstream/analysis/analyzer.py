@@ -19,7 +19,7 @@ from vstream.analysis.tasks import render
 from vstream.analysis.timeline import observations
 from vstream.blobstore import BlobError, BlobReader
 from vstream.encode import decode_jpeg
-from vstream.model.base import ClipInput, Generation, ModelBackend, TaskSpec
+from vstream.model.base import BackendUnavailable, ClipInput, Generation, ModelBackend, TaskSpec
 from vstream.schema import ClipMessage, SchemaError, decode_clip
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ class Analysis:
     error: str | None = None
     retryable: bool = False
     generation: Generation | None = None
+    # the model server was down or overloaded: no fault of the clip, so no attempt should count
+    unavailable: bool = False
+    retry_after: float | None = None
 
 
 def resolve(clip: ClipMessage, blobs: BlobReader) -> ClipMessage:
@@ -99,7 +102,18 @@ class ClipAnalyzer:
             except (BlobError, SchemaError, ValueError) as exc:
                 out[clip.clip_id].error = f"bad clip: {exc}"
         for task, members in groups.items():
-            generations = self._generate([i for _, i in members], task)
+            try:
+                generations = self._generate([i for _, i in members], task)
+            except BackendUnavailable as exc:
+                for clip, _ in members:
+                    out[clip.clip_id] = Analysis(
+                        clip,
+                        error=f"model server unavailable: {exc}",
+                        retryable=True,
+                        unavailable=True,
+                        retry_after=exc.retry_after,
+                    )
+                continue
             for (clip, _), gen in zip(members, generations, strict=True):
                 out[clip.clip_id] = self._finish(clip, task, gen)
         return [out[c.clip_id] for c in clips]
@@ -107,6 +121,8 @@ class ClipAnalyzer:
     def _generate(self, inputs: list[ClipInput], task: TaskSpec) -> list[Generation]:
         try:
             gens = self.backend.generate(inputs, task)
+        except BackendUnavailable:
+            raise
         except Exception as exc:  # a backend bug must not take the worker down: every clip gets the error
             logger.exception("backend %s failed on a batch of %d", self.backend.model_id, len(inputs))
             return [Generation(error=f"backend failed: {type(exc).__name__}: {exc}", retryable=True)] * len(
