@@ -45,6 +45,24 @@ class KafkaSettings(_Group):
         description="Largest message producer, broker and consumer accept; larger clips use the blob store.",
     )
     request_timeout_ms: int = Field(30_000, ge=1000)
+    replication_factor: int = Field(
+        1, ge=1, description="Replicas of each topic vstream creates (3 in production; at most the brokers)."
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of created topics: with acks=all a write needs this many replicas "
+        "(2 with replication_factor 3 survives one broker down without losing an acknowledged clip).",
+    )
+
+    @model_validator(mode="after")
+    def _insync_fits(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no write could ever succeed"
+            )
+        return self
 
 
 class RedisSettings(_Group):
@@ -108,7 +126,45 @@ class DecodeSettings(_Group):
 
 
 class BlobSettings(_Group):
-    root: Path = Field(Path("var/blobs"), description="Directory of the claim-check blob store.")
+    root: Path = Field(
+        Path("var/blobs"),
+        description="Local directory: the claim-check store when url is unset, and the API's rendered reels.",
+    )
+    url: str | None = Field(
+        None,
+        description="Claim-check store: file:///dir (one host) or s3://bucket/prefix (many hosts); "
+        "unset = the root directory.",
+    )
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL, e.g. http://127.0.0.1:8333; unset = AWS for s3_region."
+    )
+    s3_region: str = Field("us-east-1", description="S3 region (signing).")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="S3 access key; unset = the S3 client's own credential chain (AWS_* variables)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
+    s3_path_style: bool = Field(
+        False, description="Path-style requests (endpoint/bucket/key) as s3proxy and non-AWS servers use."
+    )
+    s3_allow_http: bool = Field(False, description="Allow a plain-http endpoint (local/test servers).")
+    ttl_s: float = Field(
+        7 * 86_400,
+        gt=0,
+        description="Blobs older than this are swept (clips never settled); keep it >= Kafka's retention.",
+    )
+    sweep_interval_s: float = Field(
+        600.0, gt=0, description="How often a worker that writes blobs sweeps expired ones."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme, _, rest = v.partition("://")
+        if scheme not in ("file", "s3") or not rest.strip("/"):
+            raise ValueError(f"blob store URL must be file:///dir or s3://bucket[/prefix], got {v!r}")
+        return v
 
 
 class ModelSettings(_Group):
@@ -284,6 +340,9 @@ _NON_SETTINGS_ENV = {
     "VSTREAM_CACHE",
     "VSTREAM_KAFKA_PORT",
     "VSTREAM_KAFKA_CONTROLLER_PORT",
+    "VSTREAM_KAFKA_CLUSTER_PORTS",
+    "VSTREAM_S3_PORT",
+    "VSTREAM_S3_BUCKET",
     "VSTREAM_REDIS_PORT",
     "VSTREAM_VLLM_PORT",
 }
