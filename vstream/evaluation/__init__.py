@@ -1,0 +1,1 @@
+"""Built-in evaluation: datasets, metrics, reports and plots (``vstream eval``)."""
