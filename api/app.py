@@ -79,7 +79,7 @@ def _registry(settings: Settings, client: redis.Redis, keys: Keys, topics: Topic
 
 
 def _include_routes(app: FastAPI) -> None:
-    from api.routes import feed, health, jobs, journeys, keys, media, results, ui, webhooks
+    from api.routes import ask, feed, health, jobs, journeys, keys, media, results, ui, webhooks
 
-    for module in (health, keys, jobs, results, feed, webhooks, journeys, media, ui):
+    for module in (health, keys, jobs, results, feed, webhooks, journeys, ask, media, ui):
         app.include_router(module.router)

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("out")
 
+    from vstream.evaluation.cli import add_ask_parser, add_eval_parser
+
+    add_eval_parser(sub)
+    add_ask_parser(sub)
+
     sample = sub.add_parser("sample-video", help="write a synthetic H.264 test video")
     sample.add_argument("out")
     sample.add_argument("--seconds", type=float, default=60.0)
@@ -355,6 +360,18 @@ def cmd_sample_video(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from vstream.evaluation.cli import cmd_eval as run
+
+    return run(args, settings)
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from vstream.evaluation.cli import cmd_ask as run
+
+    return run(args, settings)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "clips": cmd_clips,
     "ingest": cmd_ingest,
@@ -363,6 +380,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "analyze": cmd_analyze,
     "model": cmd_model,
     "serve": cmd_serve,
+    "eval": cmd_eval,
+    "ask": cmd_ask,
 }
 
 

@@ -230,6 +230,20 @@ class ApiSettings(_Group):
     )
 
 
+class AskSettings(_Group):
+    chunk_chars: int = Field(
+        12_000,
+        ge=500,
+        description="Questions (POST /v1/streams/{id}/ask, vstream ask): stored notes per prompt; a range "
+        "with more is answered chunk by chunk and the answers combined (map-reduce).",
+    )
+    fan_in: int = Field(6, ge=2, description="Partial answers combined per reduce prompt.")
+    max_records: int = Field(
+        5000, ge=1, description="Stored records one question reads at most (the earliest ones of the range)."
+    )
+    max_new_tokens: int = Field(512, ge=16, description="Tokens the model may write per answer.")
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -251,6 +265,7 @@ class Settings(BaseSettings):
     blobs: BlobSettings = BlobSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
+    ask: AskSettings = AskSettings()
     log_level: LogLevel = Field("INFO", description="Python logging level (any case).")
     worker_max_jobs: int = Field(4, ge=1, description="Ingest jobs one ingest worker runs at once.")
     job_lease_s: float = Field(30.0, ge=2, description="A job whose owner stops renewing is taken over.")
