@@ -122,3 +122,26 @@ def topics(settings: Settings) -> Topics:
 @pytest.fixture
 def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis.url)
+
+
+@pytest.fixture
+def s3_blobs(services: None) -> Iterator[BlobSettings]:
+    """Blob settings on the real S3 (deploy/local/s3.sh) under a prefix of this test, emptied afterwards."""
+    from tests.helpers.distributed import S3_ENDPOINT, reachable, s3_blob_settings
+    from vstream.blobstore import open_blob_store
+
+    if not reachable("127.0.0.1", int(S3_ENDPOINT.rsplit(":", 1)[1])):
+        pytest.fail(f"S3 not reachable at {S3_ENDPOINT}: run deploy/local/services.sh start")
+    blobs = s3_blob_settings(f"test-{uuid.uuid4().hex[:8]}")
+    yield blobs
+    open_blob_store(blobs).sweep(older_than_s=-3600)  # everything under the prefix
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> str:
+    """The 3-broker cluster of deploy/local/kafka-cluster.sh (CI starts it with the other services;
+    started here once if it is not up); returns its bootstrap list."""
+    from tests.helpers.distributed import CLUSTER_BOOTSTRAP, cluster
+
+    cluster("start")
+    return CLUSTER_BOOTSTRAP

@@ -186,7 +186,7 @@ class SweepingBlobStore:
         self.inner, self.ttl_s, self.interval_s = inner, ttl_s, interval_s
         self._next_sweep = 0.0  # the first write sweeps: short-lived processes clean up too
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.sweeper: threading.Thread | None = None  # the latest sweep (tests join it)
 
     def put(self, key: str, data: bytes) -> str:
         ref = self.inner.put(key, data)
@@ -206,12 +206,12 @@ class SweepingBlobStore:
         """Start a background sweep if one is due and none is running; returns its thread."""
         with self._lock:
             now = time.monotonic()
-            if now < self._next_sweep or (self._thread is not None and self._thread.is_alive()):
+            if now < self._next_sweep or (self.sweeper is not None and self.sweeper.is_alive()):
                 return None
             self._next_sweep = now + self.interval_s
-            self._thread = threading.Thread(target=self._sweep, name="blob-sweeper", daemon=True)
-            self._thread.start()
-            return self._thread
+            self.sweeper = threading.Thread(target=self._sweep, name="blob-sweeper", daemon=True)
+            self.sweeper.start()
+            return self.sweeper
 
     def _sweep(self) -> None:
         try:
@@ -235,7 +235,9 @@ def open_blob_store(settings: BlobSettings) -> SweepingBlobStore:
         inner = S3BlobStore(_s3_client(settings, parts.netloc, prefix), parts.netloc, prefix)
         inner.check()
     else:
-        raise BlobError(f"bad blob store URL {url!r} (VSTREAM_BLOBS__URL): use file:///dir or s3://bucket/prefix")
+        raise BlobError(
+            f"bad blob store URL {url!r} (VSTREAM_BLOBS__URL): use file:///dir or s3://bucket/prefix"
+        )
     return SweepingBlobStore(inner, settings.ttl_s, settings.sweep_interval_s)
 
 

@@ -179,6 +179,16 @@ def check_services(settings: Settings, *, kafka: bool = True) -> None:
     _check_redis(settings.redis.url)
     if kafka:
         _check_kafka(settings.kafka.bootstrap)
+        _check_blobs(settings)
+
+
+def _check_blobs(settings: Settings) -> None:
+    from vstream.blobstore import BlobError, open_blob_store
+
+    try:
+        open_blob_store(settings.blobs)
+    except BlobError as exc:
+        raise ServiceUnavailable(f"{exc} (VSTREAM_BLOBS__*)") from exc
 
 
 def _check_redis(url: str) -> None:

@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from vstream.blobstore import LocalBlobStore
+from vstream.blobstore import open_blob_store
 from vstream.config import Settings
 from vstream.ingest import IngestStats, describe, open_for, run_ingest
 from vstream.jobs import ACTIVE, JobStore
@@ -83,7 +83,7 @@ class JobRunner:
             topics,
             owner,
         )
-        self.blobs = LocalBlobStore(settings.blobs.root)
+        self.blobs = open_blob_store(settings.blobs)
         self.counters = Counters(jobs.r, jobs.keys)
 
     def run(self, job_id: str, stop: threading.Event) -> str:
