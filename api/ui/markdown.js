@@ -44,7 +44,7 @@ export function renderMarkdown(source) {
       i += 1;
     } else if (/^#{1,6} /.test(line)) {
       const level = line.indexOf(" ");
-      root.append(h(`h${Math.min(6, level + 1)}`, {}, inline(line.slice(level + 1))));
+      root.append(h(`h${level}`, {}, inline(line.slice(level + 1))));
       i += 1;
     } else if (/^\s*([-*+]|\d+[.)]) /.test(line)) {
       const ordered = /^\s*\d/.test(line);

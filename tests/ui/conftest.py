@@ -147,7 +147,9 @@ class Workers:
     """Ingest and infer workers with the scripted backend (the model's text is scripted: random tiny
     weights prove plumbing, never answers)."""
 
-    def __init__(self, s: Settings, script: Mapping[str, object], tmp: Path) -> None:
+    def __init__(
+        self, s: Settings, script: Mapping[str, object], tmp: Path, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         path = tmp / "script.json"
         path.write_text(json.dumps(script))
         env = {
@@ -155,6 +157,7 @@ class Workers:
             "VSTREAM_MODEL__MODEL": str(path),
             "VSTREAM_MODEL__MAX_WAIT_S": "0.1",
             "VSTREAM_API__ALLOW_PRIVATE_NETWORKS": "true",
+            **(extra_env or {}),
         }
         self.procs = [start_worker(s, kind, tmp / f"{kind}.log", env) for kind in ("ingest", "infer")]
 
