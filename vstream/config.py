@@ -68,6 +68,18 @@ class KafkaSettings(_Group):
 class RedisSettings(_Group):
     url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL.")
     key_prefix: str = Field("vstream:", description="Prefix of every key (tests use a unique one).")
+    cluster: bool = Field(
+        False,
+        description="Talk to a Redis Cluster (redis-py's RedisCluster); the URL names any one node.",
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_hash_tag(cls, v: str) -> str:
+        # a brace in the prefix would become the hash tag of every key: all keys in one slot
+        if "{" in v or "}" in v:
+            raise ValueError("must not contain '{' or '}' (Redis Cluster hash tags)")
+        return v
 
 
 class ClipSettings(_Group):
@@ -192,6 +204,13 @@ class ModelSettings(_Group):
     request_timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
     max_concurrency: int = Field(4, ge=1, description="Requests in flight to the endpoint.")
+    frames: Literal["auto", "video", "video-kwargs", "images"] = Field(
+        "auto",
+        description="How frames reach an OpenAI-compatible server (openai): video = an MP4 at the clip's "
+        "frame rate (vLLM/SGLang as shipped; exact times up to 2 fps), video-kwargs = JPEG frames plus "
+        "media_io_kwargs (vLLM with --trust-request-mm-kwargs), images = timed images (any server), "
+        "auto = probe once at start-up in that order and log the pick.",
+    )
     clip_timeout_s: float = Field(600.0, gt=0, description="Watchdog: a batch running longer is abandoned.")
     max_in_flight: int = Field(
         32,
@@ -360,4 +379,5 @@ _NON_SETTINGS_ENV = {
     "VSTREAM_S3_BUCKET",
     "VSTREAM_REDIS_PORT",
     "VSTREAM_VLLM_PORT",
+    "VSTREAM_REDIS_CLUSTER_PORTS",
 }

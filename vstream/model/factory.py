@@ -8,6 +8,8 @@ from vstream.model.base import ModelBackend
 
 
 def make_backend(settings: ModelSettings) -> ModelBackend:
+    """The configured backend, checked: raises :class:`~vstream.model.base.BackendError` when it cannot
+    work at all (no such model, server unreachable, no frame form the server takes)."""
     if settings.type == "transformers":
         from vstream.model.transformers_backend import TransformersBackend
 
@@ -16,7 +18,13 @@ def make_backend(settings: ModelSettings) -> ModelBackend:
         from vstream.model.openai_backend import OpenAIBackend
 
         backend = OpenAIBackend.from_settings(settings)
-        backend.check()
+        try:
+            backend.check()
+            if settings.frames == "auto":
+                backend.probe_frames()
+        except BaseException:
+            backend.close()
+            raise
         return backend
     if settings.type == "scripted":
         from vstream.model.scripted_backend import ScriptedBackend

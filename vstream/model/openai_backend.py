@@ -3,145 +3,60 @@
 One request per clip (vLLM takes at most one video per prompt), at most ``max_concurrency`` in flight,
 sent from a thread pool so the synchronous worker can call :meth:`OpenAIBackend.generate` directly.
 
-How the frames travel is a small, swappable :class:`FrameTransport`:
+How the frames travel (``model.frames``) is a :class:`~vstream.model.openai_frames.FrameTransport`: an MP4
+at the clip's frame rate (``video``), vLLM's JPEG list with ``media_io_kwargs`` (``video-kwargs``) or timed
+images (``images``); see :mod:`vstream.model.openai_frames`. ``auto`` (:meth:`OpenAIBackend.probe_frames`)
+sends a two-frame clip in each form once at start-up and keeps the first the server answers.
 
-``frames_as="video"`` (default, :class:`VllmJpegVideo`)
-    One ``video_url`` part holding ``data:video/jpeg;base64,<jpeg1>,<jpeg2>,...``: vLLM's format for a list of
-    pre-extracted JPEG frames (``VideoMediaIO.load_base64`` splits on ``,`` and decodes each frame). The
-    frame times travel in the request field ``media_io_kwargs = {"video": {fps, frames_indices,
-    total_num_frames, duration, do_sample_frames: false, num_frames: T}}`` -- the same metadata the
-    in-process backend hands the HF processor (:meth:`ClipInput.video_metadata`). What vLLM does with it,
-    as read in vLLM's source and PRs (not run against a live server here):
+Vendor-only request fields (:data:`VENDOR_FIELDS`: vLLM/SGLang sampling and template extensions) are
+sent until a server answers 400/422 naming one (``transformers serve`` rejects every unknown field with
+422): the backend then drops it for good, logs that once, and sends the request again.
 
-    * ``media_io_kwargs`` as a request field exists since vLLM PR #34778 (Feb 2026). Older servers ignore
-      unknown request fields (pydantic ``extra="allow"``, logged as "fields ... ignored"), so sending it is
-      harmless there.
-    * For ``video/jpeg`` vLLM builds the video metadata from these kwargs (PRs #37301, #40133, spring 2026):
-      ``fps`` (default 1), ``frames_indices`` (default ``0..T-1``), ``do_sample_frames`` (default false).
-      GLM-4.5V's vLLM processor then prints ``int(frames_indices[2k] / fps)`` before frame pair k, so the
-      model sees the true whole seconds since the clip start, exactly as in-process.
-    * Recent vLLM keeps only the first ``num_frames`` (default 32) JPEGs of a ``video/jpeg`` URL; sending
-      ``num_frames = T`` keeps every frame we sampled.
-    * Before PR #37301 vLLM returned empty metadata for ``video/jpeg``; reports differ on whether GLM-4.xV
-      then worked (with frames assumed at the processor's default rate) or failed with
-      "VideoMetadata ... missing total_num_frames". Use a vLLM from 2026 or ``frames_as="images"``.
-    * SGLang: its ``load_video`` base64-decodes everything after the first comma of a ``data:`` URL as ONE
-      encoded video file (decord/torchcodec), so this JPEG-list format is, as far as the source shows, not
-      accepted there, and SGLang has no ``media_io_kwargs``: use ``frames_as="images"`` with SGLang.
-
-``frames_as="images"`` (:class:`TimedImages`)
-    Each frame as an ``image_url`` part preceded by a text part ``t=<seconds>s``: works on any
-    OpenAI-compatible VLM endpoint. The model then sees separate images, not a video, so each frame costs a
-    whole image's tokens (twice the video cost) and the server may need a higher
-    ``--limit-mm-per-prompt`` for images.
+Outages -- connection refused or dropped, timeouts, 408/429/5xx after the backend's own retries -- are
+not the clips' fault: :meth:`OpenAIBackend.generate` raises :class:`~vstream.model.base.BackendUnavailable`
+for them instead of returning per-clip errors, so the worker waits the outage out.
 
 Responses: vLLM's ``--reasoning-parser glm45`` moves the ``<think>`` block into ``reasoning_content``
 (older vLLM, SGLang) or ``reasoning`` (vLLM after PR #27752); either is re-attached as
 ``<think>...</think>`` before the content so the result parser sees the same text as from the in-process
-backend. ``skip_special_tokens: false`` keeps ``<|begin_of_box|>`` markers (vLLM sampling parameter; SGLang
-has the same field).
+backend. ``skip_special_tokens: false`` keeps ``<|begin_of_box|>`` markers.
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
 import logging
-import math
 import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import httpx
 
 from vstream.config import ModelSettings
-from vstream.encode import encode_jpeg
-from vstream.model.base import BackendError, ClipInput, Generation, TaskSpec
+from vstream.model.base import BackendError, BackendUnavailable, ClipInput, Generation, TaskSpec
+from vstream.model.openai_frames import (
+    FrameTransport,
+    format_seconds,
+    make_transport,
+    probe_clip,
+    transport_names,
+)
+
+__all__ = ["VENDOR_FIELDS", "OpenAIBackend", "compose_text", "format_seconds", "parse_retry_after"]
 
 logger = logging.getLogger(__name__)
 
-FramesAs = Literal["video", "images"]
-PATCH = 28  # pixels per visual token side after GLM's 2x2 spatial merge of 14-pixel patches
 # Statuses worth another try: the server is busy, overloaded or restarting. Every other 4xx means the
 # request itself is wrong (400, 401, 403, 404, 413, 422, ...), so repeating it cannot help.
 RETRY_STATUS = frozenset({408, 429})  # plus every 5xx
-
-
-def _grid(side: int) -> int:
-    # GLM's smart_resize rounds each side to the nearest multiple of 28.
-    return max(1, round(side / PATCH))
-
-
-class FrameTransport(Protocol):
-    """How a clip's frames are put into one chat-completions request."""
-
-    name: str
-
-    def visual_tokens(self, clip: ClipInput) -> int: ...
-
-    def content_parts(self, clip: ClipInput, jpegs: Sequence[bytes]) -> list[dict[str, Any]]:
-        """The user-content parts that carry the frames (the prompt's text part follows them)."""
-        ...
-
-    def request_fields(self, clip: ClipInput) -> dict[str, Any]:
-        """Extra top-level request fields (frame timing metadata), merged into the body."""
-        ...
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-class VllmJpegVideo:
-    """One ``video_url`` part with vLLM's ``data:video/jpeg;base64,f1,f2,...`` plus the frame timing in
-    ``media_io_kwargs`` (see the module docstring for what vLLM does with it)."""
-
-    name = "video"
-
-    def visual_tokens(self, clip: ClipInput) -> int:
-        return math.ceil(len(clip.frames) / 2) * _grid(clip.height) * _grid(clip.width)
-
-    def content_parts(self, clip: ClipInput, jpegs: Sequence[bytes]) -> list[dict[str, Any]]:
-        url = "data:video/jpeg;base64," + ",".join(_b64(j) for j in jpegs)
-        return [{"type": "video_url", "video_url": {"url": url}}]
-
-    def request_fields(self, clip: ClipInput) -> dict[str, Any]:
-        meta = clip.video_metadata()
-        video = {**meta, "do_sample_frames": False, "num_frames": len(clip.frames)}
-        return {"media_io_kwargs": {"video": video}}
-
-
-def format_seconds(t: float) -> str:
-    """``0.5`` -> ``"0.5"``, ``12.0`` -> ``"12"``: short and exact to the millisecond."""
-    return f"{t:.3f}".rstrip("0").rstrip(".")
-
-
-class TimedImages:
-    """Each frame as an ``image_url`` part preceded by a ``t=<seconds>s`` text part (any OpenAI VLM)."""
-
-    name = "images"
-
-    def visual_tokens(self, clip: ClipInput) -> int:
-        # An image is its own temporal pair (the frame is repeated), so it costs what a video pair costs.
-        return len(clip.frames) * _grid(clip.height) * _grid(clip.width)
-
-    def content_parts(self, clip: ClipInput, jpegs: Sequence[bytes]) -> list[dict[str, Any]]:
-        parts: list[dict[str, Any]] = []
-        for t, jpeg in zip(clip.rel_timestamps, jpegs, strict=True):
-            parts.append({"type": "text", "text": f"t={format_seconds(t)}s"})
-            parts.append({"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + _b64(jpeg)}})
-        return parts
-
-    def request_fields(self, clip: ClipInput) -> dict[str, Any]:
-        return {}
-
-
-TRANSPORTS: dict[str, FrameTransport] = {"video": VllmJpegVideo(), "images": TimedImages()}
+# Request fields outside OpenAI's chat-completions schema; a strict server may refuse any of them.
+VENDOR_FIELDS = ("skip_special_tokens", "chat_template_kwargs", "media_io_kwargs", "return_token_ids")
+_FIELD_REFUSED = frozenset({400, 422})
 
 
 @dataclass
@@ -152,6 +67,8 @@ class _Outcome:
     error: str | None = None
     retryable: bool = True
     retry_after: float | None = None
+    # The server is down or overloaded (refused, dropped, timed out, 408/429/5xx): not the request's fault.
+    outage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -226,27 +143,32 @@ class OpenAIBackend:
         max_concurrency: int = 4,
         max_visual_tokens: int = 30_000,
         *,
-        frames_as: FramesAs = "video",
+        frames_as: str = "video",
         transport: FrameTransport | None = None,
         jpeg_quality: int = 85,
         extra_body: Mapping[str, Any] | None = None,
+        return_token_ids: bool = False,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 8.0,
         retry_after_max_s: float = 30.0,
     ) -> None:
-        if frames_as not in TRANSPORTS:
-            raise ValueError(f"frames_as must be one of {sorted(TRANSPORTS)}, not {frames_as!r}")
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("need max_concurrency >= 1, max_retries >= 0 and timeout > 0")
         self.model_id = model
         self.base_url = base_url.rstrip("/")
-        self.transport: FrameTransport = transport or TRANSPORTS[frames_as]
+        # "auto" starts as the first preference; probe_frames() settles it against the server.
+        self.transport: FrameTransport = transport or make_transport(
+            transport_names()[0] if frames_as == "auto" else frames_as
+        )
         self._timeout = timeout
         self._max_retries = max_retries
         self._max_visual_tokens = max_visual_tokens
         self._jpeg_quality = jpeg_quality
         self._extra_body = dict(extra_body or {})
+        self._return_token_ids = return_token_ids
         self._backoff = (backoff_base_s, backoff_max_s, retry_after_max_s)
+        self._dropped: set[str] = set()  # vendor fields this server refused
+        self._dropped_lock = threading.Lock()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             base_url=self.base_url + "/",
@@ -260,6 +182,7 @@ class OpenAIBackend:
 
     @classmethod
     def from_settings(cls, settings: ModelSettings, **kwargs: Any) -> OpenAIBackend:
+        kwargs.setdefault("frames_as", settings.frames)
         return cls(
             base_url=settings.base_url,
             model=settings.model,
@@ -270,6 +193,12 @@ class OpenAIBackend:
             max_visual_tokens=settings.max_visual_tokens,
             **kwargs,
         )
+
+    @property
+    def dropped_fields(self) -> frozenset[str]:
+        """Vendor request fields this server refused and that are no longer sent."""
+        with self._dropped_lock:
+            return frozenset(self._dropped)
 
     def check(self) -> list[str]:
         """GET /models once; raise :class:`BackendError` unless the server answers and serves our model.
@@ -296,21 +225,42 @@ class OpenAIBackend:
             )
         return ids
 
+    def probe_frames(self, names: Sequence[str] | None = None) -> str:
+        """Send a two-frame clip in each frame form (``auto``'s order unless ``names``), keep the first the
+        server answers, log it and return its name. Raises :class:`BackendError` when none works."""
+        clip = probe_clip()
+        task = TaskSpec("caption", "Describe the video.", "probe", max_new_tokens=1)
+        refusals: list[str] = []
+        for name in names or transport_names():
+            transport = make_transport(name)
+            body = self._body(clip, task, transport)
+            outcome, _ = self._send(body, clip.clip_id, required=_required(transport, clip))
+            if outcome.data is not None:
+                self.transport = transport
+                logger.info("frames=auto: %s answers the %r frame form; using it", self.base_url, name)
+                return name
+            if outcome.outage:
+                raise BackendError(f"{self.base_url} failed the frame-form probe: {outcome.error}")
+            refusals.append(f"{name}: {outcome.error}")
+            logger.info("frames=auto: %s refuses the %r frame form (%s)", self.base_url, name, outcome.error)
+        raise BackendError(f"{self.base_url} takes none of the frame forms ({'; '.join(refusals)})")
+
     def generate(self, clips: Sequence[ClipInput], task: TaskSpec) -> list[Generation]:
+        """One Generation per clip; raises :class:`BackendUnavailable` when any clip met an outage."""
         futures: list[Future[Generation] | Generation] = []
         for clip in clips:
             try:
                 futures.append(self._pool.submit(self._generate_one, clip, task))
             except RuntimeError:  # the pool is shut down: the backend was closed
                 futures.append(Generation(error="backend is closed", retryable=True))
-        return [f if isinstance(f, Generation) else self._result(f) for f in futures]
+        return _raise_on_outage([f if isinstance(f, Generation) else self._result(f) for f in futures])
 
     def generate_text(
         self, prompts: Sequence[str], *, max_new_tokens: int = 1024, thinking: bool = False
     ) -> list[Generation]:
         """GLM-4.5V as a text model: one chat completion per prompt, same retries as clips."""
         futures = [self._pool.submit(self._text_one, p, max_new_tokens, thinking) for p in prompts]
-        return [self._result(f) for f in futures]
+        return _raise_on_outage([self._result(f) for f in futures])
 
     def _text_one(self, prompt: str, max_new_tokens: int, thinking: bool) -> Generation:
         body = {
@@ -324,9 +274,9 @@ class OpenAIBackend:
             **self._extra_body,
         }
         started = time.monotonic()
-        outcome, attempts = self._send(json.dumps(body, separators=(",", ":")).encode(), "text")
+        outcome, attempts = self._send(body, "text")
         if outcome.data is None:
-            return Generation(error=outcome.error, retryable=outcome.retryable, extra={"attempts": attempts})
+            return _failed(outcome, {"attempts": attempts})
         usage = outcome.data.get("usage") or {}
         return Generation(
             text=compose_text(outcome.data["choices"][0]["message"], thinking),
@@ -357,30 +307,34 @@ class OpenAIBackend:
 
     def _generate_one(self, clip: ClipInput, task: TaskSpec) -> Generation:
         start = time.monotonic()
+        transport = self.transport
         try:
-            tokens = self.transport.visual_tokens(clip)
+            tokens = transport.visual_tokens(clip)
             problem = self._refuse(clip, tokens)
             if problem:
                 return Generation(visual_tokens=tokens, error=problem, retryable=False)
-            body = self._body(clip, task)
+            body = self._body(clip, task, transport)
         except Exception as exc:  # malformed frames: sending the clip again cannot help
             logger.exception("clip %s: cannot build the request", clip.clip_id)
             return Generation(error=f"cannot build request: {exc!r}", retryable=False)
-        outcome, attempts = self._send(body, clip.clip_id)
+        outcome, attempts = self._send(body, clip.clip_id, required=_required(transport, clip))
         seconds = time.monotonic() - start
-        extra: dict[str, object] = {"attempts": attempts, "transport": self.transport.name, **outcome.extra}
+        extra: dict[str, object] = {"attempts": attempts, "transport": transport.name, **outcome.extra}
         if outcome.data is None:
             logger.warning("clip %s failed after %d attempt(s): %s", clip.clip_id, attempts, outcome.error)
+            gen = _failed(outcome, extra)
             return Generation(
                 visual_tokens=tokens,
                 seconds=seconds,
-                error=outcome.error,
-                retryable=outcome.retryable,
-                extra=extra,
+                error=gen.error,
+                retryable=gen.retryable,
+                extra=gen.extra,
             )
         choice = outcome.data["choices"][0]
         usage = outcome.data.get("usage") or {}
         extra["finish_reason"] = choice.get("finish_reason")
+        if outcome.data.get("prompt_token_ids") is not None:  # vLLM, when return_token_ids was sent
+            extra["prompt_token_ids"] = list(outcome.data["prompt_token_ids"])
         return Generation(
             text=compose_text(choice["message"], task.thinking),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -403,9 +357,11 @@ class OpenAIBackend:
             return f"clip needs {tokens} visual tokens, over the limit of {self._max_visual_tokens}"
         return None
 
-    def _body(self, clip: ClipInput, task: TaskSpec) -> bytes:
-        jpegs = [encode_jpeg(frame, self._jpeg_quality) for frame in clip.frames]
-        content = [*self.transport.content_parts(clip, jpegs), {"type": "text", "text": task.prompt}]
+    def _body(self, clip: ClipInput, task: TaskSpec, transport: FrameTransport) -> dict[str, Any]:
+        content = [
+            *transport.content_parts(clip, self._jpeg_quality),
+            {"type": "text", "text": transport.prompt(task.prompt)},
+        ]
         body: dict[str, Any] = {
             "model": self.model_id,
             "messages": [{"role": "user", "content": content}],
@@ -415,19 +371,30 @@ class OpenAIBackend:
             "stream": False,
             "skip_special_tokens": False,  # keeps <|begin_of_box|>...<|end_of_box|> in the text
             "chat_template_kwargs": {"enable_thinking": task.thinking},
-            **self.transport.request_fields(clip),
+            **transport.request_fields(clip),
             **self._extra_body,
         }
-        # Serialised once: the same bytes are re-sent on every retry.
-        return json.dumps(body, separators=(",", ":")).encode()
+        if self._return_token_ids:
+            body["return_token_ids"] = True
+        return body
 
     # --- HTTP with retries ----------------------------------------------------------------------------
 
-    def _send(self, body: bytes, clip_id: str) -> tuple[_Outcome, int]:
+    def _encode(self, body: Mapping[str, Any]) -> bytes:
+        dropped = self.dropped_fields
+        return json.dumps({k: v for k, v in body.items() if k not in dropped}, separators=(",", ":")).encode()
+
+    def _send(
+        self, body: Mapping[str, Any], clip_id: str, *, required: frozenset[str] = frozenset()
+    ) -> tuple[_Outcome, int]:
         attempts = 0
+        payload = self._encode(body)
         while True:
             attempts += 1
-            outcome = self._attempt(body)
+            outcome = self._attempt(payload)
+            if outcome.data is None and self._learn_refused_fields(body, outcome, required):
+                payload = self._encode(body)  # the same request without what the server refused
+                continue
             if outcome.data is not None or not outcome.retryable or attempts > self._max_retries:
                 return outcome, attempts
             delay = self._delay(attempts, outcome.retry_after)
@@ -437,6 +404,30 @@ class OpenAIBackend:
             if self._closed.wait(delay):
                 outcome.error = f"{outcome.error}; backend closed before the retry"
                 return outcome, attempts
+
+    def _learn_refused_fields(
+        self, body: Mapping[str, Any], outcome: _Outcome, required: frozenset[str]
+    ) -> bool:
+        """After a 400/422: stop sending the vendor fields the server named (or, on a 422 that names
+        none, every vendor field we sent). True when something new was dropped, so a resend may work."""
+        if outcome.extra.get("status") not in _FIELD_REFUSED:
+            return False
+        with self._dropped_lock:
+            sent = [f for f in VENDOR_FIELDS if f in body and f not in self._dropped and f not in required]
+            named = [f for f in sent if f in (outcome.error or "")]
+            if not named and outcome.extra.get("status") == 422:
+                named = sent
+            if not named:
+                return False
+            self._dropped.update(named)
+        logger.warning(
+            "%s refused %s (%s); no longer sending %s",
+            self.base_url,
+            ", ".join(named),
+            outcome.error,
+            "it" if len(named) == 1 else "them",
+        )
+        return True
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         base, cap, retry_after_cap = self._backoff
@@ -452,15 +443,16 @@ class OpenAIBackend:
                 "chat/completions", content=body, headers={"Content-Type": "application/json"}
             )
         except httpx.TimeoutException as exc:
-            return _Outcome(error=f"timed out after {self._timeout:g} s ({type(exc).__name__})")
+            return _Outcome(error=f"timed out after {self._timeout:g} s ({type(exc).__name__})", outage=True)
         except httpx.TransportError as exc:  # refused, reset, dropped mid-response
-            return _Outcome(error=f"connection failed: {type(exc).__name__}: {exc}")
+            return _Outcome(error=f"connection failed: {type(exc).__name__}: {exc}", outage=True)
         code = resp.status_code
         if code != 200:
             retryable = code in RETRY_STATUS or code >= 500
             return _Outcome(
                 error=f"HTTP {code}: {_server_message(resp)}",
                 retryable=retryable,
+                outage=retryable,
                 retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                 extra={"status": code},
             )
@@ -473,3 +465,31 @@ class OpenAIBackend:
         if problem:
             return _Outcome(error=f"{problem}: {resp.text[:200]!r}")
         return _Outcome(data=data, extra={"response_id": data.get("id")})
+
+
+def _required(transport: FrameTransport, clip: ClipInput) -> frozenset[str]:
+    """Vendor fields this form cannot do without (dropping them would silently change the times)."""
+    return frozenset(transport.request_fields(clip))
+
+
+_OUTAGE = "outage"
+_RETRY_AFTER = "retry_after"
+
+
+def _failed(outcome: _Outcome, extra: dict[str, object]) -> Generation:
+    if outcome.outage:
+        extra = {**extra, _OUTAGE: True, _RETRY_AFTER: outcome.retry_after}
+    return Generation(error=outcome.error, retryable=outcome.retryable, extra=extra)
+
+
+def _raise_on_outage(gens: list[Generation]) -> list[Generation]:
+    """Per-clip results, unless the server was down or overloaded for any of them: then nothing is known
+    to be wrong with the clips and the caller waits the outage out (:class:`BackendUnavailable`)."""
+    outages = [g for g in gens if g.extra.get(_OUTAGE)]
+    if not outages:
+        return gens
+    waits = [float(w) for g in outages if isinstance(w := g.extra.get(_RETRY_AFTER), (int, float))]
+    raise BackendUnavailable(
+        f"{len(outages)} of {len(gens)} request(s) met an outage: {outages[0].error}",
+        retry_after=max(waits) if waits else None,
+    )
