@@ -6,8 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
-
 
 class MediaToken(BaseModel):
     """A URL a ``<video>`` element can load without an API key (it cannot send headers)."""
@@ -34,7 +32,7 @@ class MediaGrant(BaseModel):
     """What a token grants, stored in Redis under the token's hash with the token's TTL."""
 
     model_config = ConfigDict(extra="forbid")
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     stream_id: str
     path: str
     principal: str = Field(description="Name of the key that asked for it, for the log.")

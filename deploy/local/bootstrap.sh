@@ -12,6 +12,8 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+# the review console's browser tests drive Debian's Chromium (Playwright cannot download its own here)
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 if ((${#need[@]})); then
   echo "[bootstrap] apt-get install ${need[*]}"
   apt-get update -qq

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_playwright
 from pydantic import SecretStr
 
 from api.app import create_app
@@ -127,7 +127,12 @@ def open_console(browser: Browser, console: Console) -> Iterator[Any]:
 
         page.on("console", on_console)
         page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-        page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+
+        def on_dialog(dialog: Dialog) -> None:
+            problems.append(f"dialog: {dialog.message}")
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
         page.goto(f"{console.base}/ui/{hash_}")
         page.fill("#api-key", key)
         page.click("#key-form button[type=submit]")
