@@ -3,12 +3,14 @@
 #
 #   deploy/local/k8s-check.sh [check]   helm lint + helm template (default values, ci/full-values.yaml),
 #                                       every rendered manifest validated by kubeconform, offline
-#   deploy/local/k8s-check.sh tools     only build/fetch helm, kubeconform and the schemas (cached)
+#   deploy/local/k8s-check.sh tools     only build/fetch helm, kubeconform and the schemas (cached);
+#                                       prints helm=, kubeconform=, compose_schema= paths (for tests/deploy)
 #
 # Tools are built from the Go module proxy (`go install`, helm ~3 min the first time) into
 # $VSTREAM_CACHE/bin, with GOPATH/GOMODCACHE under $VSTREAM_CACHE so CI reuses them. Schemas:
 # Kubernetes from the PyPI package kubernetes-validate (its JSON schemas, no install), KEDA's
-# ScaledObject from the kedacore/keda Go module's CRD, converted by kubeconform's openapi2jsonschema.py.
+# ScaledObject from the kedacore/keda Go module's CRD, converted by kubeconform's openapi2jsonschema.py;
+# the Compose file schema from the compose-spec/compose-go module (used by tests/deploy/test_compose.py).
 # Rendered manifests are left in <repo>/var/k8s-check/.
 set -euo pipefail
 
@@ -21,6 +23,7 @@ HELM_VERSION=v4.3.2
 KUBECONFORM_VERSION=v0.8.0
 KEDA_VERSION=v2.21.0          # v2.21.1 needs Go >= 1.27; the CRD is the same API (keda.sh/v1alpha1)
 KUBE_VALIDATE_VERSION=1.37.0
+COMPOSE_GO_VERSION=v2.16.2    # compose-go: the library and JSON schema `docker compose` itself uses
 # the newest Kubernetes the schemas cover and the oldest the chart claims (Chart.yaml kubeVersion)
 KUBE_VERSIONS=(1.37.0 1.27.0)
 
@@ -113,11 +116,25 @@ EOF
   fi
 }
 
+fetch_compose_schema() {
+  local out="$SCHEMAS/compose-spec-$COMPOSE_GO_VERSION.json" dir
+  [[ -f "$out" ]] && return 0
+  go_env
+  log "fetching the Compose schema (compose-go $COMPOSE_GO_VERSION)"
+  dir="$(go mod download -json "github.com/compose-spec/compose-go/v2@$COMPOSE_GO_VERSION" | "$VENV/bin/python" -c \
+    'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["Dir"])')"
+  mkdir -p "$SCHEMAS"
+  cp "$dir/schema/compose-spec.json" "$out.tmp" && mv "$out.tmp" "$out"
+}
+
 tools() {
   take_lock 900   # one build at a time (the pytest suite may ask for the tools as well)
   build_tools
   fetch_schemas
-  echo "$BIN/helm"
+  fetch_compose_schema
+  echo "helm=$BIN/helm"
+  echo "kubeconform=$BIN/kubeconform"
+  echo "compose_schema=$SCHEMAS/compose-spec-$COMPOSE_GO_VERSION.json"
 }
 
 validate() {
