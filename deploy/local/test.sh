@@ -8,4 +8,5 @@ cd "$ROOT"
 "$ROOT/deploy/local/services.sh" start
 "$VENV/bin/ruff" check vstream workers api tests bench
 "$VENV/bin/mypy"
+"$ROOT/deploy/local/k8s-check.sh"   # helm lint/template + kubeconform, offline (tools cached)
 "$VENV/bin/python" -m pytest "$@"
