@@ -47,7 +47,7 @@ class InferHeartbeat(BaseModel):
     outage_error: str = ""
 
 
-def infer_heartbeats(raw: Iterable[bytes | None]) -> list[InferHeartbeat]:
+def infer_heartbeats(raw: Iterable[bytes | str | None]) -> list[InferHeartbeat]:
     """Parse heartbeat values; unreadable ones (an older worker's format) are skipped."""
     beats: list[InferHeartbeat] = []
     for value in raw:
@@ -118,7 +118,7 @@ class RedisCollector(Collector):
         """Live infer workers, their clips in flight, and which of them wait out a model-server outage."""
         keys = list(self.r.scan_iter(match=self.heartbeats, count=1000))
         # one GET per worker (few of them): MGET across hash slots fails on a Redis Cluster
-        beats = infer_heartbeats(self.r.get(k) for k in keys)  # type: ignore[misc]
+        beats = infer_heartbeats(self.r.get(k) for k in keys)
         now = time.time()
         yield GaugeMetricFamily("vstream_infer_workers", "Infer workers with a live heartbeat", len(beats))
         yield GaugeMetricFamily(
