@@ -42,6 +42,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (for timeouts and concurrency)
     usage: tuple[int, int] = (321, 12)  # prompt_tokens, completion_tokens
+    prompt_token_ids: list[int] | None = None  # vLLM's answer to return_token_ids
 
     @classmethod
     def ok(cls, content: str | Callable[[dict[str, Any]], str] = "ok", **kw: Any) -> Reply:
@@ -80,6 +81,7 @@ class FakeOpenAIServer:
         self.max_in_flight = 0
         self._epoch = 0  # bumped by reset(): requests of an earlier test still sleeping are not counted
         self._script: deque[Reply] = deque()
+        self._responder: Callable[[dict[str, Any]], Reply] | None = None
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -93,9 +95,15 @@ class FakeOpenAIServer:
         with self._lock:
             self._script.extend(replies)
 
+    def respond_with(self, responder: Callable[[dict[str, Any]], Reply]) -> None:
+        """Answer every request the script does not cover with ``responder(body)``."""
+        with self._lock:
+            self._responder = responder
+
     def reset(self) -> None:
         with self._lock:
             self._script.clear()
+            self._responder = None
             self.requests.clear()
             self.served_models = [self.model]
             self._epoch += 1
@@ -147,7 +155,10 @@ class FakeOpenAIServer:
             body = json.loads(await request.body())
             with self._lock:
                 self.requests.append(Recorded(body, dict(request.headers), time.monotonic()))
-                reply = self._script.popleft() if self._script else Reply.ok()
+                if self._script:
+                    reply = self._script.popleft()
+                else:
+                    reply = self._responder(body) if self._responder else Reply.ok()
                 epoch = self._epoch
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -176,8 +187,10 @@ def _respond(reply: Reply, body: dict[str, Any], model: str) -> Response:
     if reply.reasoning is not None:
         message[reply.reasoning_field] = reply.reasoning
     prompt, completion = reply.usage
+    ids = {} if reply.prompt_token_ids is None else {"prompt_token_ids": reply.prompt_token_ids}
     return JSONResponse(
         {
+            **ids,
             "id": f"chatcmpl-{time.monotonic_ns()}",
             "object": "chat.completion",
             "created": int(time.time()),

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 
 from tests.vstream.model.fake_openai_server import FakeOpenAIServer, Reply
 from vstream.config import ModelSettings
 from vstream.encode import decode_jpeg
-from vstream.model.base import BackendError, ClipInput, ModelBackend, TaskSpec
-from vstream.model.openai_backend import OpenAIBackend, format_seconds, parse_retry_after
+from vstream.model.base import BackendError, BackendUnavailable, ClipInput, ModelBackend, TaskSpec
+from vstream.model.openai_backend import VENDOR_FIELDS, OpenAIBackend, format_seconds, parse_retry_after
+from vstream.prompts import IMAGES_TIME_MARKS, VIDEO_TIME_MARKS
 
 FAST: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}  # retries in milliseconds, not seconds
 
@@ -90,10 +94,43 @@ def test_from_settings_takes_the_model_settings() -> None:
         assert b._client.headers["Authorization"] == "Bearer k"
 
 
+def decode_mp4(url: str) -> tuple[list[np.ndarray], float]:
+    prefix = "data:video/mp4;base64,"
+    assert url.startswith(prefix), url[:40]
+    with av.open(io.BytesIO(base64.b64decode(url[len(prefix) :])), mode="r") as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return frames, float(stream.average_rate or 0)
+
+
 @pytest.mark.parametrize("thinking", [False, True])
-def test_video_request_shape(server: FakeOpenAIServer, thinking: bool) -> None:
+def test_mp4_video_request_shape(server: FakeOpenAIServer, thinking: bool) -> None:
+    clips = [make_clip("a", n=4, h=56, w=84, fps=2.0), make_clip("b", n=6, h=57, w=31, fps=1.0)]
+    with backend_for(server, frames_as="video") as backend:
+        gens = backend.generate(clips, task(thinking=thinking))
+    assert [g.error for g in gens] == [None, None] and len(server.requests) == 2
+    by_frames = {}
+    for rec in server.requests:
+        body = rec.body
+        assert body["chat_template_kwargs"] == {"enable_thinking": thinking}
+        assert "media_io_kwargs" not in body  # the container carries fps and frame count
+        video, text = body["messages"][0]["content"]
+        assert video["type"] == "video_url" and text == {"type": "text", "text": "Describe the video."}
+        frames, fps = decode_mp4(video["video_url"]["url"])
+        by_frames[len(frames)] = (frames, fps)
+    for clip in clips:
+        frames, fps = by_frames[len(clip.frames)]
+        assert fps == clip.fps  # the server reads the clip's true rate from the container
+        for i, f in enumerate(frames):  # every frame, its own size (odd sides too), in order
+            assert f.shape == (clip.height, clip.width, 3)
+            assert np.abs(f.astype(int) - colour(i)).max() <= 8
+    assert [g.extra["transport"] for g in gens] == ["video", "video"]
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_video_kwargs_request_shape(server: FakeOpenAIServer, thinking: bool) -> None:
     clips = [make_clip("a", n=4, h=56, w=84, fps=2.0), make_clip("b", n=6, h=112, w=56, fps=4.0)]
-    with backend_for(server, api_key="secret") as backend:
+    with backend_for(server, api_key="secret", frames_as="video-kwargs") as backend:
         gens = backend.generate(clips, task(thinking=thinking, max_new_tokens=77))
     assert len(server.requests) == 2  # one request per clip
     by_frames = {}
@@ -138,6 +175,26 @@ def test_images_mode_puts_a_time_label_before_each_frame(server: FakeOpenAIServe
     assert "media_io_kwargs" not in rec.body
 
 
+def test_images_mode_words_the_time_marks_for_images(server: FakeOpenAIServer) -> None:
+    prompt = f"You are watching a 4-second video clip. {VIDEO_TIME_MARKS}\nDescribe it."
+    spec = TaskSpec("caption", prompt, "h", max_new_tokens=5)
+    with backend_for(server, frames_as="images") as backend:
+        backend.generate([make_clip()], spec)
+    with backend_for(server, frames_as="video") as backend:
+        backend.generate([make_clip()], spec)
+    images_text = server.requests[0].body["messages"][0]["content"][-1]["text"]
+    video_text = server.requests[1].body["messages"][0]["content"][-1]["text"]
+    assert "pair" not in images_text and IMAGES_TIME_MARKS in images_text
+    assert video_text == prompt
+
+
+def test_every_task_template_has_the_video_time_marks_sentence() -> None:
+    from vstream.analysis.results import TASKS
+    from vstream.analysis.tasks import template
+
+    assert all(VIDEO_TIME_MARKS in template(t) for t in TASKS)
+
+
 def test_extra_body_is_merged_into_each_request(server: FakeOpenAIServer) -> None:
     with backend_for(server, extra_body={"repetition_penalty": 1.1, "top_k": 2}) as backend:
         backend.generate([make_clip()], task())
@@ -152,7 +209,7 @@ def test_concurrency_limit_and_result_order(server: FakeOpenAIServer) -> None:
 
     server.script(*[Reply.ok(frame_count, delay=0.25)] * 7)
     clips = [make_clip(f"c{i}", n=2 * (i + 1), h=28, w=28) for i in range(7)]
-    with backend_for(server, max_concurrency=3) as backend:
+    with backend_for(server, max_concurrency=3, frames_as="video-kwargs") as backend:
         start = time.monotonic()
         gens = backend.generate(clips, task())
         elapsed = time.monotonic() - start
@@ -189,7 +246,7 @@ def test_429_retry_after_is_capped(server: FakeOpenAIServer) -> None:
     assert second.at - first.at >= 0.25
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413])
 def test_client_errors_are_not_retried(server: FakeOpenAIServer, status: int) -> None:
     server.script(Reply.error(status, f"the server says no ({status})"), Reply.ok("must not be reached"))
     with backend_for(server, max_retries=3) as backend:
@@ -200,23 +257,30 @@ def test_client_errors_are_not_retried(server: FakeOpenAIServer, status: int) ->
     assert len(server.requests) == 1
 
 
-def test_timeout_gives_retryable_error_after_all_retries(server: FakeOpenAIServer) -> None:
+def test_timeouts_after_all_retries_are_an_outage(server: FakeOpenAIServer) -> None:
     server.script(*[Reply.slow(1.0)] * 3)
     with backend_for(server, timeout=0.25, max_retries=2) as backend:
         start = time.monotonic()
-        (gen,) = backend.generate([make_clip()], task())
+        with pytest.raises(BackendUnavailable, match=r"timed out after 0\.25 s"):
+            backend.generate([make_clip()], task())
         elapsed = time.monotonic() - start
-    assert gen.retryable is True and str(gen.error).startswith("timed out after 0.25 s")
-    assert gen.extra["attempts"] == 3 and len(server.requests) == 3
+    assert len(server.requests) == 3
     assert elapsed < 2.5  # three 0.25 s timeouts plus tiny backoffs, never the server's 1 s
 
 
-def test_persistent_server_errors_end_retryable(server: FakeOpenAIServer) -> None:
+def test_persistent_server_errors_are_an_outage(server: FakeOpenAIServer) -> None:
     server.script(*[Reply.error(500, "still broken")] * 5)
-    with backend_for(server, max_retries=2) as backend:
-        (gen,) = backend.generate([make_clip()], task())
-    assert gen.retryable is True and gen.error is not None and "still broken" in gen.error
+    broken = pytest.raises(BackendUnavailable, match="still broken")
+    with backend_for(server, max_retries=2) as backend, broken:
+        backend.generate([make_clip()], task())
     assert len(server.requests) == 3
+
+
+def test_429_storm_is_an_outage_with_the_servers_retry_after(server: FakeOpenAIServer) -> None:
+    server.script(*[Reply.error(429, "busy", headers={"Retry-After": "0.05"})] * 2)
+    with backend_for(server, max_retries=1) as backend, pytest.raises(BackendUnavailable) as info:
+        backend.generate_text(["summarise"], max_new_tokens=5)
+    assert info.value.retry_after is not None and 0 < info.value.retry_after <= 0.05
 
 
 @pytest.mark.parametrize(
@@ -227,22 +291,23 @@ def test_persistent_server_errors_end_retryable(server: FakeOpenAIServer) -> Non
 def test_garbage_and_dropped_responses_are_retried(server: FakeOpenAIServer, bad: Reply, why: str) -> None:
     server.script(bad, bad, Reply.ok("recovered"))
     with backend_for(server, max_retries=0) as backend:
-        (failed,) = backend.generate([make_clip()], task())
-    assert failed.retryable is True and why in str(failed.error)
+        try:
+            (failed,) = backend.generate([make_clip()], task())
+            error = str(failed.error)
+            assert failed.retryable is True
+        except BackendUnavailable as exc:  # a dropped connection is the server's trouble, not the clip's
+            error = str(exc)
+    assert why in error
     with backend_for(server, max_retries=1) as backend:
         (gen,) = backend.generate([make_clip()], task())
     assert (gen.error, gen.text) == (None, "recovered")
     assert len(server.requests) == 3
 
 
-def test_endpoint_down_gives_error_generations_not_exceptions() -> None:
+def test_endpoint_down_raises_backend_unavailable() -> None:
     backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", "glm-4.5v", max_retries=2, **FAST)
-    with backend:
-        gens = backend.generate([make_clip("a"), make_clip("b")], task())
-    assert len(gens) == 2
-    for gen in gens:
-        assert gen.retryable is True and gen.error is not None and "connection failed" in gen.error
-        assert gen.extra["attempts"] == 3
+    with backend, pytest.raises(BackendUnavailable, match=r"2 of 2 request\(s\) .*connection failed"):
+        backend.generate([make_clip("a"), make_clip("b")], task())
 
 
 def test_check_passes_when_the_model_is_served(server: FakeOpenAIServer) -> None:
@@ -319,3 +384,61 @@ def test_text_generation_sends_a_text_only_chat_and_retries(server: FakeOpenAISe
     assert len(bodies) == 3, "the 500 was retried"
     assert all(isinstance(b["messages"][0]["content"], str) and b["max_tokens"] == 50 for b in bodies)
     assert all(b["chat_template_kwargs"] == {"enable_thinking": False} for b in bodies)
+
+
+def test_a_vendor_field_the_server_names_is_dropped_once_and_for_all(server: FakeOpenAIServer) -> None:
+    server.script(Reply.error(422, "extra inputs are not permitted: skip_special_tokens"), Reply.ok("a"))
+    with backend_for(server) as backend:
+        gens = backend.generate([make_clip()], task()) + backend.generate([make_clip()], task())
+        assert backend.dropped_fields == {"skip_special_tokens"}
+    assert [g.text for g in gens] == ["a", "ok"]
+    first, second, third = (r.body for r in server.requests)
+    assert "skip_special_tokens" in first and "chat_template_kwargs" in first
+    assert "skip_special_tokens" not in second and "skip_special_tokens" not in third
+    assert second["chat_template_kwargs"] == {"enable_thinking": False}  # only the named field goes
+
+
+def test_a_422_naming_no_field_drops_every_vendor_field(server: FakeOpenAIServer) -> None:
+    server.script(Reply.error(422, "request body does not validate"), Reply.ok("fine"))
+    with backend_for(server, return_token_ids=True) as backend:
+        (gen,) = backend.generate([make_clip()], task())
+    assert gen.text == "fine"
+    assert not set(VENDOR_FIELDS) & set(server.requests[1].body)
+
+
+def test_a_field_the_form_needs_is_not_dropped(server: FakeOpenAIServer) -> None:
+    msg = "Per-request media_io_kwargs are disabled by default (parameter=media_io_kwargs)"
+    server.script(Reply.error(400, msg), Reply.ok("must not be reached"))
+    with backend_for(server, frames_as="video-kwargs") as backend:
+        (gen,) = backend.generate([make_clip()], task())
+        assert backend.dropped_fields == set()
+    assert gen.retryable is False and "media_io_kwargs" in str(gen.error)
+    assert len(server.requests) == 1
+
+
+def test_probe_keeps_the_first_frame_form_the_server_answers(server: FakeOpenAIServer) -> None:
+    def refuse_videos(body: dict[str, Any]) -> Reply:
+        return Reply.error(400, "cannot read video") if "video_url" in json.dumps(body) else Reply.ok("x")
+
+    server.respond_with(refuse_videos)
+    with backend_for(server, frames_as="auto") as backend:
+        assert backend.transport.name == "video"  # before the probe: the first preference
+        assert backend.probe_frames() == "images"
+        assert backend.transport.name == "images"
+    probes = [r.body for r in server.requests]
+    assert len(probes) == 3 and all(b["max_tokens"] == 1 for b in probes)
+    assert "media_io_kwargs" in probes[1]  # video-kwargs was tried second
+
+
+def test_probe_fails_with_one_line_when_no_form_works(server: FakeOpenAIServer) -> None:
+    server.script(*[Reply.error(400, "no vision here")] * 3)
+    with backend_for(server) as backend, pytest.raises(BackendError, match="takes none of the frame forms"):
+        backend.probe_frames()
+
+
+def test_prompt_token_ids_are_kept_when_asked(server: FakeOpenAIServer) -> None:
+    server.script(Reply.ok("a", prompt_token_ids=[1, 2, 3]))
+    with backend_for(server, return_token_ids=True) as backend:
+        (gen,) = backend.generate([make_clip()], task())
+    assert server.requests[0].body["return_token_ids"] is True
+    assert gen.extra["prompt_token_ids"] == [1, 2, 3]
