@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+import uuid
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+from kafka import KafkaAdminClient
 from kafka.partitioner.default import murmur2
 from pydantic import SecretStr
 
-from vstream.config import BlobSettings
+from vstream.config import BlobSettings, KafkaSettings
+from vstream.kafka_io import make_consumer, make_producer
+from vstream.names import Topics
+from vstream.schema import IngestRequest, decode_clip
 
 REPO = Path(__file__).resolve().parents[2]
 S3_ENDPOINT = "http://127.0.0.1:8333"  # deploy/local/s3.sh defaults
@@ -94,3 +101,76 @@ def streams_on_partitions(partitions: int, prefix: str = "cam") -> list[str]:
         found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
         i += 1
     return [found[p] for p in range(partitions)]
+
+
+def submit_jobs(kafka: KafkaSettings, *reqs: IngestRequest) -> None:
+    """Ingest requests onto the requests topic, as the API sends them."""
+    producer = make_producer(kafka, client_id="test-submit")
+    try:
+        for req in reqs:
+            producer.send(
+                Topics(kafka.topic_prefix).ingest_requests,
+                key=req.stream_id.encode(),
+                value=req.model_dump_json().encode(),
+            ).get(timeout=60)
+    finally:
+        producer.close()
+
+
+def clip_ids_in_topic(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 60) -> list[str]:
+    """Every clip id on ``topic`` from the beginning (a throwaway group), duplicates included."""
+    consumer = make_consumer(kafka, f"test-audit-{uuid.uuid4().hex[:6]}", topic)
+    ids: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for recs in consumer.poll(timeout_ms=500).values():
+                ids += [decode_clip(r.value).clip_id for r in recs]
+            if len(ids) >= expected:
+                for recs in consumer.poll(timeout_ms=2000).values():  # anything beyond: duplicates
+                    ids += [decode_clip(r.value).clip_id for r in recs]
+                break
+    finally:
+        consumer.close()
+    return ids
+
+
+def delete_topics(kafka: KafkaSettings) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap.split(","))
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(kafka.topic_prefix)]
+        if mine:
+            admin.delete_topics(mine)
+    finally:
+        admin.close()
+
+
+def partition_leader(kafka: KafkaSettings, topic: str, partition: int) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap.split(","))
+    try:
+        (desc,) = admin.describe_topics([topic])
+        return int(next(p["leader_id"] for p in desc["partitions"] if p["partition_index"] == partition))
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True)
+class TopicReplication:
+    replicas: int  # of partition 0
+    min_insync: int
+
+
+def topic_replication(kafka: KafkaSettings, topic: str) -> TopicReplication:
+    """Replication of ``topic`` as the brokers report it."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap.split(","))
+    try:
+        (desc,) = admin.describe_topics([topic])
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return TopicReplication(
+            replicas=len(desc["partitions"][0]["replica_nodes"]),
+            min_insync=int(configs["topic"][topic]["min.insync.replicas"]["value"]),
+        )
+    finally:
+        admin.close()
