@@ -21,14 +21,14 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.api.conftest import make_key
-from tests.api.test_results import commit
 from tests.conftest import wait_for
+from tests.helpers.results import commit
 from vstream.analysis.records import EventChange
 from vstream.config import Settings
 from vstream.names import Keys
 from vstream.store import ResultStore
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster, pytest.mark.timeout(60)]
 
 HEARTBEAT_S = 0.2
 MAX_LINES = 400  # ~40 s of heartbeats at most: a missing message fails instead of hanging
@@ -228,7 +228,8 @@ def feed_closed(caplog: pytest.LogCaptureFixture, stream_id: str) -> bool:
     """Only this stream's feed counts: other loggers (Kafka's) say "closed" too, and an earlier test's
     feed can end, and log, while this test runs."""
     return any(
-        r.name == "api.routes.feed" and f"feed:{stream_id} closed" in r.getMessage() for r in caplog.records
+        r.name == "api.routes.feed" and f"{{{stream_id}}}:feed closed" in r.getMessage()
+        for r in caplog.records
     )
 
 

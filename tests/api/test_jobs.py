@@ -17,7 +17,7 @@ from vstream.kafka_io import make_consumer
 from vstream.names import Keys, Topics
 from vstream.schema import ClipParams, IngestRequest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
 PUBLIC = "rtsp://user:secret@93.184.216.34:554/live"  # a literal public address: no DNS needed
 

@@ -10,7 +10,7 @@ from tests.api.conftest import make_key
 from vstream.config import Settings
 from vstream.names import Keys
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
 
 def _create(client: TestClient, admin: dict[str, str], name: str, *streams: str) -> dict[str, object]:

@@ -14,9 +14,9 @@ from api.app import create_app
 from tests.api.conftest import make_key
 from vstream.config import Settings
 from vstream.names import Keys
-from vstream.webhooks import DeliveryRecord, delivery_key
+from vstream.webhooks import DeliveryRecord
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
 PUBLIC = "https://93.184.215.14/hooks/vstream"  # an IP literal: public, and needs no DNS
 
@@ -162,7 +162,7 @@ def test_deliveries_newest_first_without_bodies(
             last_status_code=200 if status == "delivered" else 503,
             body='{"secret": "body"}',
         )
-        redis_client.set(delivery_key(keys, rec.delivery_id), rec.model_dump_json())
+        redis_client.set(keys.webhook_delivery(hook, rec.delivery_id), rec.model_dump_json())
         redis_client.lpush(keys.webhook_deliveries(hook), rec.delivery_id)
     url = f"/v1/streams/cam-1/webhooks/{hook}/deliveries"
     got = client.get(url, headers=admin).json()["items"]

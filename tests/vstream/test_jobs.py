@@ -12,7 +12,7 @@ from vstream.jobs import JobStore
 from vstream.names import Keys
 from vstream.schema import IngestRequest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
 
 @pytest.fixture

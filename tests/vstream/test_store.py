@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.api.test_results import PARAMS, clip, commit, commit_other_task
+from tests.helpers.results import PARAMS, clip, commit, commit_other_task
 from vstream.analysis.results import ParsedOutput
 from vstream.config import Settings
 from vstream.names import Keys
 from vstream.store import ResultStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
 
 def test_analysis_progress_counts_each_clip_once(redis_client: redis.Redis, settings: Settings) -> None:

@@ -31,11 +31,11 @@ from tests.conftest import settings_env, wait_for
 from vstream.analysis.records import Event, EventChange
 from vstream.config import ApiSettings, Settings
 from vstream.names import Keys
-from vstream.store import FEED_MAXLEN
+from vstream.store import FEED_MAXLEN, ResultStore
 from vstream.webhooks import Dispatcher, Kind, backoff_s, classify, delivery_id_for, sign, verify_signature
 from workers.webhook_worker import lease_key
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 ADMIN = {"Authorization": "Bearer webhook-test-admin"}
 
 
@@ -134,7 +134,8 @@ def deliveries(api: TestClient, stream: str, webhook_id: str) -> list[dict[str, 
 
 
 def publish(r: redis.Redis, keys: Keys, stream: str, kind: Kind, event_id: str) -> bytes:
-    """One feed entry, written as ResultStore._write writes it (per-stream feed and the all-streams feed)."""
+    """One feed entry, written as ResultStore writes it: to the stream's feed, then relayed to the
+    all-streams feed."""
     event = Event(
         event_id=event_id,
         stream_id=stream,
@@ -145,10 +146,8 @@ def publish(r: redis.Redis, keys: Keys, stream: str, kind: Kind, event_id: str) 
         confidence=0.9,
     )
     entry = {"kind": kind, "data": EventChange(kind=kind, event=event).model_dump_json()}
-    with r.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.feed(stream), entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        pipe.xadd(keys.feed_all, entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        pipe.execute()
+    r.xadd(keys.feed(stream), entry, maxlen=FEED_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    assert ResultStore(r, keys).relay_feed(stream) == 1
     return entry["data"].encode()
 
 
