@@ -174,3 +174,14 @@ def topic_replication(kafka: KafkaSettings, topic: str) -> TopicReplication:
         )
     finally:
         admin.close()
+
+
+def s3_keys(blobs: BlobSettings) -> list[str]:
+    """Every object key under the blob store's prefix."""
+    import obstore
+
+    from vstream.blobstore import S3BlobStore, open_blob_store
+
+    inner = open_blob_store(blobs).inner
+    assert isinstance(inner, S3BlobStore)
+    return [meta["path"] for chunk in obstore.list(inner.store) for meta in chunk]
