@@ -19,9 +19,12 @@ import redis
 
 from vstream.config import BlobSettings, KafkaSettings, RedisSettings, Settings
 from vstream.names import Keys, Topics
+from vstream.redis_conn import connect, delete_matching
 
 KAFKA = os.environ.get("VSTREAM_TEST_KAFKA", "127.0.0.1:9092")
 REDIS = os.environ.get("VSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/15")
+# any node of the 3-master cluster of deploy/local/redis-cluster.sh (a cluster has only database 0)
+REDIS_CLUSTER = os.environ.get("VSTREAM_TEST_REDIS_CLUSTER", "redis://127.0.0.1:7001/0")
 T = TypeVar("T")
 
 
@@ -43,20 +46,44 @@ def services() -> None:
         pytest.fail(f"{' and '.join(missing)} not reachable: run deploy/local/services.sh start")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of a module marked ``redis_cluster`` run twice: on the single server and on the cluster; the
+    rest of the suite stays on the single server."""
+    if "redis_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("redis_cluster"):
+        metafunc.parametrize("redis_backend", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def settings(services: None, tmp_path: Path) -> Iterator[Settings]:
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    return cast(str, getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def redis_settings(redis_backend: str) -> RedisSettings:
     run = uuid.uuid4().hex[:8]
+    if redis_backend == "cluster":
+        host = REDIS_CLUSTER.split("//", 1)[1].split("/", 1)[0]
+        if not _reachable(host):
+            pytest.fail(f"Redis Cluster not reachable at {host}: run deploy/local/services.sh start")
+        return RedisSettings(url=REDIS_CLUSTER, key_prefix=f"test:{run}:", cluster=True)
+    return RedisSettings(url=REDIS, key_prefix=f"test:{run}:")
+
+
+@pytest.fixture
+def settings(services: None, tmp_path: Path, redis_settings: RedisSettings) -> Iterator[Settings]:
+    run = redis_settings.key_prefix.split(":")[1]
     s = Settings(
         kafka=KafkaSettings(bootstrap=KAFKA, topic_prefix=f"test.{run}.", clip_partitions=2),
-        redis=RedisSettings(url=REDIS, key_prefix=f"test:{run}:"),
+        redis=redis_settings,
         blobs=BlobSettings(root=tmp_path / "blobs"),
         job_lease_s=3.0,
     )
     yield s
-    client = redis.Redis.from_url(REDIS)
-    keys = list(client.scan_iter(Keys(s.redis.key_prefix).pattern, count=1000))
-    if keys:
-        client.delete(*keys)
+    client = connect(s.redis)
+    try:
+        delete_matching(client, Keys(s.redis.key_prefix).pattern)
+    finally:
+        client.close()
     _delete_topics(s)
 
 
@@ -81,6 +108,7 @@ def settings_env(s: Settings) -> dict[str, str]:
         "VSTREAM_KAFKA__CLIP_PARTITIONS": str(s.kafka.clip_partitions),
         "VSTREAM_REDIS__URL": s.redis.url,
         "VSTREAM_REDIS__KEY_PREFIX": s.redis.key_prefix,
+        "VSTREAM_REDIS__CLUSTER": "true" if s.redis.cluster else "false",
         "VSTREAM_BLOBS__ROOT": str(s.blobs.root),
         "VSTREAM_JOB_LEASE_S": str(s.job_lease_s),
         "PYTHONUNBUFFERED": "1",
@@ -121,7 +149,8 @@ def topics(settings: Settings) -> Topics:
 
 @pytest.fixture
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis.url)
+    """A client of the test's Redis: the single server, or the cluster in ``redis_cluster`` modules."""
+    return connect(settings.redis)
 
 
 @pytest.fixture
