@@ -104,7 +104,7 @@ def test_sigkill_and_restart_lose_no_clip_and_duplicate_nothing(
             proc.wait(timeout=60)
     got = results(redis_client, keys, "cam")
     assert sorted(r["index"] for r in got) == list(range(n)), "one result per clip, none lost"
-    events = records(redis_client, keys.events("cam"), keys.event)
+    events = records(redis_client, keys.events("cam"), lambda e: keys.event("cam", e))
     # the same label every 3 s (within the join gap): one event through the whole run, closed at the end
     assert len(events) == 1, events
     (event,) = events
@@ -114,6 +114,61 @@ def test_sigkill_and_restart_lose_no_clip_and_duplicate_nothing(
     kinds = [fields[b"kind"] for _, fields in feed]
     assert kinds.count(b"open") == 1 and kinds.count(b"close") == 1, "no duplicate alert after the restart"
     assert kinds.count(b"update") == n - 1, "each later clip extended the event exactly once"
+
+
+def test_sigkill_with_many_clips_in_flight_loses_none_and_applies_each_once(
+    settings: Settings, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    """40 clips of 4 streams, 16 in flight at once across both partitions, killed mid-run."""
+    keys = Keys(settings.redis.key_prefix)
+    script = tmp_path / "script.json"
+    answer = '<think></think>[{"label": "ball", "start": 0.5, "end": 1.0, "confidence": 0.8}]'
+    script.write_text(json.dumps({"delay_s": 0.8, "outputs": {"events": answer}}))
+    streams, n = [f"s{k}" for k in range(4)], 10  # 30 s each, step 3 s
+    video = sample(tmp_path, "v.mp4", seconds=30, width=320, height=180)
+    log = tmp_path / "infer.log"
+    env = {"type": "scripted", "model": str(script), "max_in_flight": "16"}
+    ingest = start_worker(settings, "ingest", tmp_path / "ingest.log")
+    infer = start_infer(settings, log, **env)
+
+    def stored() -> int:
+        return sum(len(results(redis_client, keys, s)) for s in streams)
+
+    try:
+        for s in streams:
+            submit(
+                settings,
+                IngestRequest(
+                    job_id=s,
+                    stream_id=s,
+                    source=str(video),
+                    params=PARAMS,
+                    task="events",
+                    event_types=["ball"],
+                ),
+            )
+        wait_for(lambda: stored() >= 12, 120, "12 results")
+        infer.send_signal(signal.SIGKILL)
+        infer.wait()
+        assert stored() < len(streams) * n, "the kill must land mid-run"
+        infer = start_infer(settings, log, **env)
+        wait_for(lambda: stored() >= len(streams) * n, 180, "all results after the restart")
+        time.sleep(2)
+    finally:
+        for proc in (ingest, infer):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    text = log.read_text()
+    assert "16 clips at once" in text
+    for s in streams:
+        assert sorted(r["index"] for r in results(redis_client, keys, s)) == list(range(n)), s
+        events = records(redis_client, keys.events(s), lambda e, s=s: keys.event(s, e))
+        assert len(events) == 1, (s, events)  # one label every 3 s: one event, each clip applied once
+        assert len(events[0]["clip_ids"]) == len(set(events[0]["clip_ids"])) == n
+        feed = cast("list[tuple[bytes, dict[bytes, bytes]]]", redis_client.xrange(keys.feed(s)))
+        kinds = [fields[b"kind"] for _, fields in feed]
+        assert kinds.count(b"open") == 1 and kinds.count(b"update") == n - 1, (s, kinds)
+    assert "outcome=dead-letter" not in text
 
 
 def test_a_clip_the_model_cannot_answer_is_dead_lettered_counted_and_the_worker_goes_on(
