@@ -48,7 +48,15 @@ cli() { redis-cli -h "$HOST" -p "$1" "${@:2}" 2>/dev/null; }
 
 pings() { [[ "$(cli "$1" PING)" == PONG ]]; }
 
-cluster_ok() { cli "${PORTS[0]}" CLUSTER INFO | tr -d '\r' | grep -qx 'cluster_state:ok'; }
+# Healthy: every node says the cluster is ok and knows all the others (a node restarted alone knows itself).
+cluster_ok() {
+  local port info
+  for port in "${PORTS[@]}"; do
+    info="$(cli "$port" CLUSTER INFO | tr -d '\r')"
+    grep -qx 'cluster_state:ok' <<<"$info" || return 1
+    grep -qx "cluster_known_nodes:${#PORTS[@]}" <<<"$info" || return 1
+  done
+}
 
 # Every node knows the others: a cluster already exists (possibly still converging).
 cluster_formed() {
@@ -73,12 +81,29 @@ start_node() {
     9>&- >"$NODE_DIR/redis.out" 2>&1 || { cat "$NODE_DIR/redis.out" >&2; die "node $port failed to start"; }
 }
 
-wait_for() {  # wait_for WHAT COMMAND...: poll COMMAND until it succeeds or START_TIMEOUT passes
-  local what=$1 deadline=$((SECONDS + START_TIMEOUT))
+poll() {  # poll SECONDS COMMAND...: until COMMAND succeeds (0) or SECONDS pass (1)
+  local deadline=$((SECONDS + $1))
   shift
   until "$@"; do
-    ((SECONDS < deadline)) || die "$what not reached after ${START_TIMEOUT}s (logs: $VAR_DIR/<port>/redis.log)"
+    ((SECONDS < deadline)) || return 1
     sleep 0.2
+  done
+}
+
+wait_for() {  # wait_for WHAT COMMAND...: poll COMMAND for START_TIMEOUT seconds or die
+  local what=$1
+  shift
+  poll "$START_TIMEOUT" "$@" || die "$what not reached after ${START_TIMEOUT}s (logs: $VAR_DIR/<port>/redis.log)"
+}
+
+# A node restarted on its own (crash, reboot) comes back empty and outside the cluster: the data is test
+# data, so every node is emptied and the cluster created again.
+reset_all() {
+  local port
+  log "the nodes do not form a healthy cluster: resetting all of them"
+  for port in "${PORTS[@]}"; do
+    cli "$port" FLUSHALL >/dev/null || true
+    cli "$port" CLUSTER RESET HARD >/dev/null || die "CLUSTER RESET on port $port failed"
   done
 }
 
@@ -95,6 +120,9 @@ cmd_start() {
   fi
   for port in "${PORTS[@]}"; do start_node "$port"; done
   wait_for "PONG from every node" all_ping
+  if cluster_formed && ! poll 10 cluster_ok; then
+    reset_all
+  fi
   if ! cluster_formed; then
     local addrs=()
     for port in "${PORTS[@]}"; do addrs+=("$HOST:$port"); done
