@@ -1,7 +1,9 @@
 """Live feed: Server-Sent Events of event changes (open, update, close), resumable without loss.
 
-The infer worker appends every change to a Redis stream per video stream (``Keys.feed``) and to one for all
-streams (``Keys.feed_all``) in the same transaction as the change itself. Each SSE message carries its Redis
+The infer worker appends every change to a Redis stream per video stream (``Keys.feed``) in the same
+transaction as the change itself, then copies it to one for all streams (``Keys.feed_all``; a separate step,
+because on a Redis Cluster the two live in different hash slots, caught up after a crash by the stream's next
+commit: see ``vstream.store``). Each SSE message carries its Redis
 entry id as ``id:``; a client that reconnects with ``Last-Event-ID`` (browsers do it on their own) reads
 on from exactly that entry, so nothing is missed or repeated as long as the feed still holds it (the
 writer trims each feed to its newest ~100,000 entries; a client resuming from before the oldest entry
