@@ -228,7 +228,7 @@ def validate(cited: Sequence[tuple[float, float]], spans: Sequence[StoredSpan]) 
         ]
         if exact:
             for s in exact:
-                out.setdefault((s.kind, s.ref), Citation(**s.model_dump()))
+                out[(s.kind, s.ref)] = Citation(**s.model_dump())  # an exact citation beats a repaired one
             continue
         overlap = [(min(b, s.end) - max(a, s.start), s) for s in spans if min(b, s.end) >= max(a, s.start)]
         if not overlap:
