@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from vstream.config import ConfigError, Settings, error_text, load_settings
 from vstream.media.frames import SourceError
+from vstream.model.base import BackendError
 from vstream.schema import ClipMessage, ClipParams, GateParams, IngestRequest, redact_url
 
 if TYPE_CHECKING:
@@ -413,6 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except (SourceError, ServiceUnavailable) as exc:
         print(f"vstream: error: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:  # no such model, server down or refusing at start-up
+        print(f"vstream: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (ValidationError, ValueError) as exc:
         print(f"vstream: {_one_line(exc)}", file=sys.stderr)

@@ -96,9 +96,7 @@ def _print_summary(
 
 
 def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest) -> int:
-    from tqdm import tqdm
-
-    from vstream.analyze import analyze
+    """Exit 0 when every clip got an answer (parseable or not), 1 when some got none, 2 on a job error."""
     from vstream.model.factory import make_backend
 
     settings = model_settings(settings, args.model)
@@ -107,8 +105,24 @@ def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest
     if settings.model.type == "transformers" and settings.model.model == "tiny":
         print(f"note: {TINY_NOTE}", file=sys.stderr)
     backend = make_backend(settings.model)
+    try:
+        return _analyze_with(args, settings, req, backend)
+    finally:
+        backend.close()
+
+
+def _analyze_with(
+    args: argparse.Namespace, settings: Settings, req: IngestRequest, backend: ModelBackend
+) -> int:
+    from tqdm import tqdm
+
+    from vstream.analyze import analyze
+
+    unanswered: list[str] = []  # why each clip without any answer got none, in clip order
 
     def on_clip(a: Analysis, changes: list[EventChange], segments: list[SegmentRecord]) -> None:
+        if a.result is None:
+            unanswered.append(a.error or "no result")
         if args.json:
             print(json.dumps(clip_record(a)), flush=True)
             for ch in changes:
@@ -134,7 +148,6 @@ def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest
         )
     if req.task == "segments" and summary.segments:
         _print_summary(req.stream_id, summary.segments, backend, args.json)
-    backend.close()
     logger.info(
         "%s: %d clips, %d without a result, %d unparseable answers, events opened %s",
         req.stream_id,
@@ -146,4 +159,13 @@ def run_analyze(args: argparse.Namespace, settings: Settings, req: IngestRequest
     if summary.error:
         print(f"vstream: error: {summary.error}", file=sys.stderr)
         return 2
+    if unanswered:
+        # An unparseable answer is still an answer (the tiny model's usual case); no answer at all is not.
+        first = " ".join(unanswered[0].split())
+        print(
+            f"vstream: error: {len(unanswered)} of {summary.clips} clips got no answer from the model "
+            f"(first: {first})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
