@@ -168,6 +168,9 @@ def test_webhook_scripts_run_on_the_cluster(cluster: redis.Redis, settings: Sett
         assert await r.zscore(keys.webhook_due, "wh_1") == 200.0
         await d._save("wh_1", "dl_1", None, None)  # settled: the queue is empty
         assert await r.zscore(keys.webhook_due, "wh_1") is None
+        await r.zadd(keys.webhook_due, {"wh_1": 1.0})  # left by a crash between a script and its due update
+        await d._start_due()
+        assert await r.zscore(keys.webhook_due, "wh_1") is None, "repaired from the (empty) queue"
         await r.aclose()
 
     asyncio.run(run())
