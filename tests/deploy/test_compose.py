@@ -16,6 +16,8 @@ from tests.deploy.conftest import REPO, LoadEnv
 from vstream.cli import build_parser
 
 COMPOSE = REPO / "deploy/compose/compose.yaml"
+# the first use builds helm from source (deploy/local/k8s-check.sh tools, ~3 min): more than the default
+pytestmark = pytest.mark.timeout(1800)
 VSTREAM_SERVICES = ("api", "ingest", "infer", "webhooks")
 _DEFAULT = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 

@@ -14,6 +14,8 @@ from tests.deploy.conftest import CHART, FULL_VALUES, LoadEnv, Render, find, hel
 from vstream.names import Topics
 
 FULL = ("-f", str(FULL_VALUES))
+# the first use builds helm from source (deploy/local/k8s-check.sh tools, ~3 min): more than the default
+pytestmark = pytest.mark.timeout(1800)
 
 
 def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
@@ -52,7 +54,8 @@ def test_full_values_reach_the_app_typed(render: Render, load_env: LoadEnv) -> N
     assert s.blobs.s3_secret_access_key is not None
     assert s.api.file_roots == [Path("/media")] and s.api.allowed_schemes == ["rtsp", "rtsps", "https"]
     assert s.api.admin_key.get_secret_value() == "change-me-admin-key"
-    assert s.model.max_in_flight == 64 and s.retention_s == 1209600 and s.log_level == "DEBUG"
+    assert s.model.max_in_flight == 64 and s.model.frames == "video-kwargs"
+    assert s.retention_s == 1209600 and s.log_level == "DEBUG"
 
 
 def test_credentials_are_in_the_secret_not_the_configmap(render: Render) -> None:
