@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +21,7 @@ from vstream.jobs import JobStore
 from vstream.kafka_io import ensure_topics, make_producer
 from vstream.metrics import CachedLag, RedisCollector
 from vstream.names import Keys, Topics
+from vstream.redis_conn import connect, connect_async
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ def create_app(settings: Settings | None = None, *, kafka: bool = True) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys, topics = Keys(settings.redis.key_prefix), Topics(settings.kafka.topic_prefix)
-        client = aioredis.Redis.from_url(settings.redis.url)
+        client = connect_async(settings.redis)
         await client.ping()  # fail at start-up, not on the first request
-        sync_client = redis.Redis.from_url(settings.redis.url)
+        sync_client = connect(settings.redis)
         producer = None
         if kafka:
             ensure_topics(settings.kafka, {topics.ingest_requests: 1})

@@ -76,7 +76,7 @@ def fill(url: str, prefix: str, n: int, seed: int = 1) -> tuple[float, float]:
             label = LABELS[i % len(LABELS)]
             values = {"id": eid, "label": label, "state": "closed", "start": t, "end": round(t + span, 3)}
             values |= {"ws": wall0 + t, "we": wall0 + t + span, "conf": round(rng.random(), 3)}
-            bodies[keys.event(eid)] = EVENT_JSON % {**values, "clip": f"{STREAM}-0-{i // 3:07d}"}
+            bodies[keys.event(STREAM, eid)] = EVENT_JSON % {**values, "clip": f"{STREAM}-0-{i // 3:07d}"}
             scores[eid] = t
         if first == 0:
             Event.model_validate_json(next(iter(bodies.values())))  # the template is a real Event

@@ -29,6 +29,7 @@ from vstream.kafka_io import ClipPublisher, ensure_topics, make_consumer, make_p
 from vstream.media.frames import SourceError
 from vstream.metrics import Counters
 from vstream.names import Keys, Topics
+from vstream.redis_conn import connect
 from vstream.schema import ClipMessage, IngestError, IngestRequest, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class IngestWorker:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
-        self.redis = redis.Redis.from_url(settings.redis.url)
+        self.redis = connect(settings.redis)
         self.jobs = JobStore(self.redis, self.keys, settings.job_lease_s)
         self.stopping = threading.Event()
         self.running: dict[str, _Running] = {}

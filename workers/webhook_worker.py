@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from api.security import validate_webhook_url
 from vstream.config import Settings, load_settings
 from vstream.names import Keys
+from vstream.redis_conn import connect_async
 from vstream.webhooks import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class WebhookWorker:
         return asyncio.run(self.main())
 
     async def main(self) -> int:
-        r = aioredis.Redis.from_url(self.settings.redis.url)
+        r = connect_async(self.settings.redis)
         try:
             await r.ping()  # fail loudly at start-up
             logger.info("webhook worker %s started", self.worker_id)

@@ -13,7 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Caller, Res, require_stream
+from api.deps import Caller, Res, load_event, require_stream
 from api.problems import Problem
 from api.schemas.jobs import DEFAULT_SPORT
 from api.schemas.keys import JSON_BODY_ERRORS
@@ -96,7 +96,7 @@ def _jobs_of(res: Res, stream_id: str) -> list[dict[str, Any]]:
 
 async def _events(res: Res, stream_id: str) -> list[Event]:
     ids: list[bytes] = await res.redis.zrange(res.keys.events(stream_id), 0, _MAX_EVENTS - 1)  # type: ignore[assignment]
-    raws = await res.redis.mget([res.keys.event(i.decode()) for i in ids]) if ids else []
+    raws = await res.redis.mget([res.keys.event(stream_id, i.decode()) for i in ids]) if ids else []
     return [Event.model_validate_json(r) for r in raws if r]
 
 
@@ -119,11 +119,12 @@ def _sport(res: Res, stream_id: str, given: str | None) -> str | None:
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "No thumbnail"}},
 )
 async def thumbnail(event_id: str, res: Res, caller: Caller) -> Response:
-    raw = await res.redis.get(res.keys.event(event_id))
+    raw = await load_event(res, event_id)
     if raw is None:
         raise Problem(404, "Unknown event", f"no event {event_id!r}")
-    require_stream(caller, json.loads(raw)["stream_id"])
-    jpeg = await res.redis.get(res.keys.thumbnail(event_id))
+    stream_id = json.loads(raw)["stream_id"]
+    require_stream(caller, stream_id)
+    jpeg = await res.redis.get(res.keys.thumbnail(stream_id, event_id))
     if jpeg is None:
         raise Problem(404, "No thumbnail", "this event has no key frame stored (or it expired)")
     return Response(jpeg, media_type="image/jpeg")

@@ -198,7 +198,8 @@ def test_sports_match_gives_ranked_highlights_and_a_playable_reel(
     items = top.json()["items"]
     k = Keys(s.redis.key_prefix)
     events = sorted(
-        records(redis.Redis.from_url(s.redis.url), k.events("match-1"), k.event), key=lambda e: e["start"]
+        records(redis.Redis.from_url(s.redis.url), k.events("match-1"), lambda e: k.event("match-1", e)),
+        key=lambda e: e["start"],
     )
     # goals in clips 0 and 6 (near 0 and 36 s), fouls in clips 3 and 9 (near 18 and 54 s): four events
     assert [e["label"] for e in events] == ["goal", "foul", "goal", "foul"]
