@@ -67,9 +67,9 @@ def test_submit_watch_alerts_live_and_inspect_an_event(
         row = page.locator("tr[data-stream=cam-ui]")
         expect(row).to_have_count(1, timeout=10_000)
         # progress moves while the job runs, then the job completes with every clip analysed
-        expect(row.locator(".n-analysed")).not_to_have_text("0 analysed", timeout=60_000)
-        expect(alerts.page.locator("li.alert").first).to_be_visible(timeout=60_000)  # arrived live
-        wait_for(lambda: job_done(console, key, "cam-ui"), 120, "the job's analysis to complete")
+        expect(row.locator(".n-analysed")).not_to_have_text("0 analysed", timeout=150_000)
+        expect(alerts.page.locator("li.alert").first).to_be_visible(timeout=120_000)  # arrived live
+        wait_for(lambda: job_done(console, key, "cam-ui"), 180, "the job's analysis to complete")
         expect(row.locator(".counts")).to_contain_text("complete", timeout=10_000)
         expect(row).to_have_attribute("data-status", "done")
         expect(row.locator(".last-event")).to_contain_text(LABEL)
@@ -147,7 +147,7 @@ def test_sports_highlights_and_reel(
     try:
         body = {"stream_id": "match-ui", "source": str(video), "preset": "sports", "sport": "soccer"}
         assert console.client.post("/v1/jobs", json=body, headers=headers).status_code == 201
-        wait_for(lambda: job_done(console, key, "match-ui"), 120, "the job's analysis to complete")
+        wait_for(lambda: job_done(console, key, "match-ui"), 180, "the job's analysis to complete")
     finally:
         workers.stop()
     tab = open_console(key, "#/sports/match-ui")
@@ -185,8 +185,8 @@ def test_lecture_summary_partial_then_complete(
     ]
     text = f"The lecture covers **energy**, part {{n}}. {XSS_IMG}"
     script = {"delay_s": 2.0, "outputs": {"segments": answers, "text": text}}
-    # one clip per batch: each clip's result (and the partial summary) is committed on its own
-    workers = Workers(ui_settings, script, tmp_path, {"VSTREAM_MODEL__MAX_BATCH": "1"})
+    # one clip at a time (2 s each): the partial summary lasts several of the page's 3 s refreshes
+    workers = Workers(ui_settings, script, tmp_path, {"VSTREAM_MODEL__MAX_IN_FLIGHT": "1"})
     video = sample(media, "lecture.mp4", seconds=90, width=320, height=180)
     key = console.key("physics-*")
     try:
@@ -198,8 +198,8 @@ def test_lecture_summary_partial_then_complete(
         tab = open_console(key, "#/lecture/physics-ui")
         page = tab.page
         # while clips are still being analysed the page says so, and refreshes until complete
-        expect(page.locator("#lecture-state")).to_have_attribute("data-partial", "true", timeout=90_000)
-        expect(page.locator("#lecture-state")).to_have_attribute("data-partial", "false", timeout=90_000)
+        expect(page.locator("#lecture-state")).to_have_attribute("data-partial", "true", timeout=180_000)
+        expect(page.locator("#lecture-state")).to_have_attribute("data-partial", "false", timeout=120_000)
     finally:
         workers.stop()
     chapters = page.locator("#chapters li.chapter")

@@ -24,10 +24,13 @@ export function show(root) {
   async function refresh() {
     clearTimeout(timer);
     try {
-      const jobs = (await api("/v1/jobs?limit=100")).items;
-      const last = await Promise.all(jobs.map(lastEvent));
-      clear(table).append(...jobs.map((job, i) => row(job, last[i], refresh)));
-      status.textContent = jobs.length ? `${jobs.length} job(s), refreshed ${new Date().toLocaleTimeString()}` : "No jobs yet.";
+      const [jobs, listed] = await Promise.all([api("/v1/jobs?limit=100"), api("/v1/streams")]);
+      const last = await Promise.all(jobs.items.map(lastEvent));
+      const withJob = new Set(jobs.items.map((j) => j.stream_id));
+      const orphans = listed.items.filter((id) => !withJob.has(id)); // results kept, job expired or elsewhere
+      clear(table).append(...jobs.items.map((job, i) => row(job, last[i], refresh)), ...orphans.map(resultsOnly));
+      const n = jobs.items.length;
+      status.textContent = n || orphans.length ? `${n} job(s), refreshed ${new Date().toLocaleTimeString()}` : "No jobs yet.";
     } catch (err) {
       clear(status).append(errorBox(err));
     }
@@ -80,6 +83,15 @@ function row(job, event, refresh) {
     h("td", {}, bars(p)),
     h("td", { class: "last-event" }, event ? `${event.label} · ${fmtConf(event.confidence)} · ${fmtTime(event.start)} · ${event.state}` : "–"),
     h("td", { class: "actions" }, actions),
+  );
+}
+
+function resultsOnly(streamId) {
+  return h(
+    "tr",
+    { dataset: { stream: streamId, status: "results" } },
+    h("td", {}, h("a", { href: `#/timeline/${encodeURIComponent(streamId)}`, text: streamId })),
+    h("td", { class: "hint", colspan: 6, text: "results only (no job record visible to this key)" }),
   );
 }
 

@@ -5,6 +5,8 @@ import { allPages, api, blobUrl } from "../api.js";
 import { clear, errorBox, fmtConf, fmtTime, h } from "../dom.js";
 import { Player, streamPicker } from "./common.js";
 
+let selectedId = null; // the event whose evidence is shown, kept across redraws
+
 export function show(root, streamId) {
   root.append(h("h2", { text: "Timeline" }), h("p", { class: "toolbar" }, streamPicker("timeline", streamId)));
   if (!streamId) return null;
@@ -62,6 +64,7 @@ function controls(view, filters, events, draw) {
     button("zoom-in", "Zoom in", zoom(0.5)), button("zoom-out", "Zoom out", zoom(2)),
     button("pan-left", "◀", pan(-0.25)), button("pan-right", "▶", pan(0.25)),
     button("zoom-reset", "All", () => { setView(view, 0, view.full); draw(); }),
+    button("reload", "Reload", () => window.dispatchEvent(new HashChangeEvent("hashchange"))),
     " ", label, " confidence ", conf, confText,
   );
 }
@@ -114,7 +117,7 @@ function drawTracks(tracks, view, data, onEvent) {
   }
   const eventTrack = h("div", { class: "track events", id: "track-events" });
   for (const e of data.events.filter(visible)) {
-    const item = h("button", { type: "button", class: `item event state-${e.state}`, title: `${e.label} ${fmtConf(e.confidence)}`, dataset: { event: e.event_id, start: e.start }, onclick: () => onEvent(e) }, e.label);
+    const item = h("button", { type: "button", class: `item event state-${e.state}${e.event_id === selectedId ? " selected" : ""}`, title: `${e.label} ${fmtConf(e.confidence)}`, dataset: { event: e.event_id, start: e.start }, onclick: () => onEvent(e) }, e.label);
     item.style.opacity = String(0.45 + 0.55 * e.confidence);
     eventTrack.append(place(item, e.start, e.end));
   }
@@ -135,6 +138,8 @@ function niceStep(raw) {
 }
 
 async function showEvidence(panel, event, player) {
+  selectedId = event.event_id;
+  for (const el of document.querySelectorAll(".item.event")) el.classList.toggle("selected", el.dataset.event === selectedId);
   clear(panel).append(h("p", { class: "hint", text: "loading evidence…" }));
   try {
     const e = await api(`/v1/events/${encodeURIComponent(event.event_id)}`);
