@@ -58,19 +58,6 @@ DELIVERY_LIST_CAP = 100
 DEFAULT_RETENTION_S = 7 * 86400
 
 
-# --- Redis key names (thin aliases of vstream.names.Keys, kept for callers of the old helpers) ---
-def delivery_key(keys: Keys, webhook_id: str, delivery_id: str) -> str:
-    return keys.webhook_delivery(webhook_id, delivery_id)
-
-
-def queue_key(keys: Keys, webhook_id: str) -> str:
-    return keys.webhook_queue(webhook_id)
-
-
-def due_key(keys: Keys) -> str:
-    return keys.webhook_due
-
-
 # --- records ---
 class WebhookConfig(BaseModel):
     """A subscription, stored in ``Keys.webhooks(stream_id)`` under its id. The secret is kept in clear:
