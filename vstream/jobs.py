@@ -3,6 +3,9 @@
 A request read from Kafka is written here first (keyed by job id, so a redelivered request is a no-op),
 then its Kafka offset is committed. Running a job needs a lease (``SET NX PX``) that its worker renews;
 a worker that dies stops renewing and any other worker takes the job over from its progress.
+
+Redis Cluster: the job's record and lease share the hash tag ``{job id}``, so each script touches one slot;
+the job index (``Keys.jobs``) is written by separate commands and readers skip ids without a record.
 """
 
 from __future__ import annotations
