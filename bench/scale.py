@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,13 +157,20 @@ def wait(predicate: Callable[[], bool], timeout_s: float, what: str, root: Path)
         time.sleep(0.1)
 
 
-def group_members(s: Settings, group: str) -> int:
+def group_ready(s: Settings, group: str, members: int, partitions: int) -> bool:
+    """``members`` consumers in a stable group that between them own all ``partitions``: a member that
+    joined before the topic's metadata reached it owns nothing until its next metadata refresh."""
     admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap.split(","))
     try:
         desc = admin.describe_groups([group])[group]
-        return len(desc["members"]) if desc["group_state"] == "Stable" else 0
     finally:
         admin.close()
+    owned = sum(
+        len(a["partitions"])
+        for m in desc["members"]
+        for a in (m.get("member_assignment") or {}).get("assigned_partitions", [])
+    )
+    return desc["group_state"] == "Stable" and len(desc["members"]) == members and owned == partitions
 
 
 def small_clips(streams: list[str], per_stream: int) -> list[ClipMessage]:
@@ -215,7 +223,7 @@ def run_infer(cfg: Config, n: int) -> Run:
         try:
             with workers(s, "infer", n, root, model):
                 wait(
-                    lambda: group_members(s, topics.infer_group) == n,
+                    lambda: group_ready(s, topics.infer_group, n, cfg.partitions),
                     cfg.timeout_s,
                     f"{n} infer workers",
                     root,
@@ -253,7 +261,7 @@ def run_ingest(cfg: Config, m: int, videos: list[Path]) -> Run:
         try:
             with workers(s, "ingest", m, root, {"VSTREAM_WORKER_MAX_JOBS": "1"}):
                 wait(
-                    lambda: group_members(s, topics.ingest_group) == m,
+                    lambda: group_ready(s, topics.ingest_group, m, 1),
                     cfg.timeout_s,
                     f"{m} ingest workers",
                     root,
@@ -320,6 +328,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Run]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: workers stopped, topics deleted
     logging.getLogger("kafka").setLevel(logging.ERROR)  # it warns about every slow poll on a busy machine
     cfg = Config(
         args.bootstrap,

@@ -82,12 +82,27 @@ def _topic_configs(kafka: KafkaSettings) -> dict[str, str]:
 
 
 def _wait_for_topics(admin: KafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """Until every partition has a leader: a consumer that subscribes earlier can be assigned nothing
+    and stay idle until its next metadata refresh (minutes)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if set(names) <= set(admin.list_topics()):
+        if set(names) <= set(admin.list_topics()) and _all_led(admin, names):
             return
         time.sleep(0.2)
-    raise KafkaError(f"topics not visible after {timeout_s:.0f} s: {names}")
+    raise KafkaError(f"topics not ready after {timeout_s:.0f} s: {names}")
+
+
+def _all_led(admin: KafkaAdminClient, names: list[str]) -> bool:
+    try:
+        described = admin.describe_topics(names)
+    except KafkaError:
+        return False
+    return all(
+        t.get("error_code", 0) == 0
+        and t["partitions"]
+        and all(part.get("leader_id", -1) >= 0 for part in t["partitions"])
+        for t in described
+    )
 
 
 class ClipPublisher:
