@@ -239,8 +239,9 @@ class OpenAIBackend:
                 self.transport = transport
                 logger.info("frames=auto: %s answers the %r frame form; using it", self.base_url, name)
                 return name
-            if outcome.outage:
+            if outcome.outage and "status" not in outcome.extra:  # refused or timed out: no server to ask
                 raise BackendError(f"{self.base_url} failed the frame-form probe: {outcome.error}")
+            # A 4xx, or a 5xx (transformers serve fails on a video URL it cannot decode): the next form.
             refusals.append(f"{name}: {outcome.error}")
             logger.info("frames=auto: %s refuses the %r frame form (%s)", self.base_url, name, outcome.error)
         raise BackendError(f"{self.base_url} takes none of the frame forms ({'; '.join(refusals)})")
@@ -414,8 +415,9 @@ class OpenAIBackend:
             return False
         with self._dropped_lock:
             sent = [f for f in VENDOR_FIELDS if f in body and f not in self._dropped and f not in required]
-            named = [f for f in sent if f in (outcome.error or "")]
-            if not named and outcome.extra.get("status") == 422:
+            mentioned = [f for f in VENDOR_FIELDS if f in body and f in (outcome.error or "")]
+            named = [f for f in sent if f in mentioned]
+            if not mentioned and outcome.extra.get("status") == 422:
                 named = sent
             if not named:
                 return False

@@ -406,6 +406,14 @@ def test_a_422_naming_no_field_drops_every_vendor_field(server: FakeOpenAIServer
     assert not set(VENDOR_FIELDS) & set(server.requests[1].body)
 
 
+def test_a_422_naming_only_a_needed_field_drops_nothing_else(server: FakeOpenAIServer) -> None:
+    server.script(Reply.error(422, "Unexpected fields in the request: {'media_io_kwargs'}"))
+    with backend_for(server, frames_as="video-kwargs") as backend:
+        (gen,) = backend.generate([make_clip()], task())
+        assert backend.dropped_fields == set()  # chat_template_kwargs was not what it refused
+    assert gen.retryable is False and len(server.requests) == 1
+
+
 def test_a_field_the_form_needs_is_not_dropped(server: FakeOpenAIServer) -> None:
     msg = "Per-request media_io_kwargs are disabled by default (parameter=media_io_kwargs)"
     server.script(Reply.error(400, msg), Reply.ok("must not be reached"))
