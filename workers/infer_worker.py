@@ -252,7 +252,7 @@ class InferWorker:
         window = self.settings.model.outage_window_s
         if a.unavailable:
             if not self.gate.active:
-                logger.warning("model server unavailable: %s; pausing, retrying with backoff", a.error)
+                logger.warning("%s; taking no clips, probing with backoff", a.error)
                 self.counters.add("model_outages")
             self.gate.failed(now, slot.started_at, a.error or "unavailable", a.retry_after)
             if not self.gate.longer_than(now, window):
