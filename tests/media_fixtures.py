@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -83,3 +86,87 @@ def truncated(src: Path, dst: Path, fraction: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])
     return dst
+
+
+class Publisher:
+    """An ffmpeg "camera" publishing frames that carry their index as a barcode (see
+    :func:`vstream.media.synth.read_barcode`), written to ffmpeg in real time.
+
+    ``capture[n]`` is the wall time frame ``n`` was handed to the encoder, which also stamps it with that
+    time (as a camera stamps its capture clock, so a publisher slowed by a busy machine stays truthful):
+    tests compare the wall clock a reader gives each sampled frame with it. Several publishers in turn
+    (a camera that comes back) share one ``capture`` map and continue the frame count, so a frame index
+    is never reused.
+    """
+
+    def __init__(
+        self,
+        output: list[str],
+        *,
+        capture: dict[int, float] | None = None,
+        first: int = 0,
+        width: int = 320,
+        height: int = 240,
+        fps: float = 25.0,
+        seconds: float | None = None,
+    ) -> None:
+        self.capture = capture if capture is not None else {}
+        self.width, self.height, self.fps = width, height, fps
+        self.next = first
+        self.seconds = seconds
+        self._run = threading.Event()
+        self._run.set()
+        self._stop = threading.Event()
+        cmd = [
+            "ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+            "-framerate", str(fps), "-use_wallclock_as_timestamps", "1", "-i", "-", "-fps_mode",
+            "passthrough", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g",
+            str(round(fps)), "-bf", "0", "-pix_fmt", "yuv420p", *output,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+        self._thread = threading.Thread(target=self._write, daemon=True, name="publisher")
+        self._thread.start()
+
+    def _write(self) -> None:
+        assert self.proc.stdin is not None
+        t0, written = time.time(), 0
+        while not self._stop.is_set():
+            if self.seconds is not None and written >= self.seconds * self.fps:
+                break
+            if not self._run.is_set():  # stalled: the connection stays open, nothing is sent
+                self._run.wait(0.1)
+                t0 = time.time() - written / self.fps
+                continue
+            delay = t0 + written / self.fps - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            image = _frame_image(self.next, self.width, self.height, self.fps, False)
+            try:
+                self.proc.stdin.write(image.tobytes())
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                return
+            self.capture[self.next] = time.time()
+            self.next += 1
+            written += 1
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.proc.stdin.close()  # ffmpeg finishes the stream (HLS: #EXT-X-ENDLIST)
+
+    def stall(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (blocking), connection open, then go on in real time."""
+        self._run.clear()
+        time.sleep(seconds)
+        self._run.set()
+
+    def finish(self, timeout: float = 30) -> None:
+        """End the stream cleanly (ffmpeg flushes and closes it)."""
+        self._stop.set()
+        self._thread.join(timeout)
+        self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """The camera drops dead (no clean end of stream)."""
+        self._stop.set()
+        self.proc.kill()
+        self.proc.wait(10)
+        self._thread.join(10)

@@ -124,6 +124,7 @@ def run_ingest(
             stats.bytes += msg.payload_bytes
 
     ended = False
+    watcher = _close_on_stop(source, stop) if stop is not None and source.info.live else None
     try:
         for frame in source.frames():
             if shift:
@@ -136,9 +137,14 @@ def run_ingest(
                 stats.interrupted = True
                 break
         else:
-            ended = True
-            emit(clipper.finish(source.info.duration))
+            if stop is not None and stop.is_set():
+                stats.interrupted = True  # the watcher closed a live source that had nothing to send
+            else:
+                ended = True
+                emit(clipper.finish(source.info.duration))
     finally:
+        if watcher is not None:
+            watcher.set()
         stats.dropped_frames = source.dropped
         source.close()
         if not ended and (source.info.live or not stats.interrupted):
@@ -147,6 +153,21 @@ def run_ingest(
             # A file that is merely interrupted resumes from its acknowledged clip instead.
             _flush(clipper, emit)
     return stats
+
+
+def _close_on_stop(source: FrameSource, stop: threading.Event) -> threading.Event:
+    """A live source waiting for a camera that is down yields nothing, so the loop never sees ``stop``:
+    close the source when it is set. Returns the event that ends the watch."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            if stop.is_set():
+                source.close()
+                return
+
+    threading.Thread(target=watch, name="vstream-ingest-stop", daemon=True).start()
+    return done
 
 
 def _flush(clipper: Clipper, emit: Callable[[list[Clip]], None]) -> None:

@@ -12,6 +12,11 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+# live-media servers for the live-source tests (deploy/local/media.sh)
+command -v nginx >/dev/null || need+=(nginx-light)
+[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
+  || need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 # the review console's browser tests drive Debian's Chromium (Playwright cannot download its own here)
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 if ((${#need[@]})); then

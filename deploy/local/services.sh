@@ -14,7 +14,7 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 # The services the test suite needs; a new server adds its script's name here.
-SERVICES=(redis redis-cluster kafka vllm s3 kafka-cluster)
+SERVICES=(redis redis-cluster kafka vllm s3 kafka-cluster media)
 
 # each CMD NAME...: runs deploy/local/NAME.sh CMD for every NAME in parallel, prefixing nothing
 # (each script tags its own lines); prints a failed service's output and returns non-zero.

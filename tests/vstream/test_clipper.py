@@ -60,3 +60,64 @@ def test_out_of_order_frames_are_ignored() -> None:
     out = [c for t in [0.0, 0.5, 0.4, 1.0, 1.5, 1.5, 2.0] for c in clipper.push(Frame(IMG, t))]
     out += clipper.finish()
     assert [c.timestamps for c in out] == [[0.0, 0.5, 1.0, 1.5], [1.5, 2.0]]
+
+
+def _with_gap(frame: Frame, reason: str = "reconnect") -> Frame:
+    from vstream.media.frames import Gap
+
+    return Frame(frame.image, frame.t, frame.wall, frame.clock, frame.slot, Gap(reason, 8.0))  # type: ignore[arg-type]
+
+
+def test_a_gap_closes_the_open_window_and_marks_the_next_clip() -> None:
+    params = ClipParams(fps=2, clip_seconds=8, overlap_seconds=2)  # windows every 6 s
+    before = frames(41, 2.0)  # 0 .. 20 s
+    after = frames(20, 2.0, t0=28.5)  # the camera is back 8.5 s later
+    after[0] = _with_gap(after[0])
+    clips = list(cut([*before, *after], params))
+    times_before = {f.t for f in before}
+    for clip in clips:
+        assert set(clip.timestamps) <= times_before or not set(clip.timestamps) & times_before, (
+            f"clip {clip.index} spans the gap: {clip.timestamps}"
+        )
+        assert len(clip.timestamps) % 2 == 0
+    covered = {t for c in clips for t in c.timestamps}
+    assert covered == times_before | {f.t for f in after}, "no frame lost on either side"
+    first_after = next(c for c in clips if 28.5 in c.timestamps)
+    assert first_after.gap is not None and first_after.gap.t_before == 20.0
+    assert first_after.gap.t_after == 28.5 and first_after.gap.seconds == 8.5
+    assert [c.gap is not None for c in clips].count(True) == 1
+    indices = [c.index for c in clips]
+    assert indices == sorted(set(indices)), "clip ids stay unique and in order"
+
+
+def test_a_short_gap_inside_an_emitted_window_keeps_its_frames() -> None:
+    params = ClipParams(fps=2, clip_seconds=4, overlap_seconds=1)  # windows every 3 s
+    before = frames(8, 2.0)  # 0 .. 3.5
+    after = frames(8, 2.0, t0=5.0)
+    after[0] = _with_gap(after[0], "stall")
+    clips = list(cut([*before, *after], params))
+    assert {t for c in clips for t in c.timestamps} == {f.t for f in before} | {f.t for f in after}
+    marked = next(c for c in clips if c.gap is not None)
+    assert min(marked.timestamps) == 5.0 and marked.t_start <= 5.0
+
+
+def test_a_frame_size_change_starts_a_new_window() -> None:
+    big = np.zeros((56, 84, 3), np.uint8)
+    params = ClipParams(fps=2, clip_seconds=4, overlap_seconds=0)
+    small_frames = frames(5, 2.0)  # 0 .. 2.0
+    big_frames = [Frame(big, round(2.5 + i / 2, 6)) for i in range(8)]
+    clips = list(cut([*small_frames, *big_frames], params))
+    for clip in clips:
+        assert len({f.image.shape for f in clip.frames}) == 1, f"clip {clip.index} mixes sizes"
+    changed = next(c for c in clips if c.frames[0].image.shape == big.shape)
+    assert changed.gap is not None and changed.gap.reason == "resize"
+    assert (changed.width, changed.height) == (84, 56)
+
+
+def test_finish_can_flush_without_marking_the_end() -> None:
+    clipper = Clipper(ClipParams(fps=2, clip_seconds=4, overlap_seconds=0))
+    for f in frames(5, 2.0):
+        clipper.push(f)
+    out = clipper.finish(last=False)
+    assert out and not any(c.last for c in out)
+    assert {t for c in out for t in c.timestamps} >= {2.0}

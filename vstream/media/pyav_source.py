@@ -74,8 +74,10 @@ def open_container(spec: DecodeSpec) -> av.container.InputContainer:
         scheme = spec.source.split("://", 1)[0]
         raise SourceError(f"this FFmpeg build cannot read {scheme}:// URLs: {spec.label}") from exc
     except (av.error.InvalidDataError, av.error.EOFError) as exc:
+        # a live server can answer garbage while its stream (re)starts: only a file is surely broken
         raise SourceError(
-            f"not a readable video (empty, truncated or not a media file): {spec.label}"
+            f"not a readable video (empty, truncated or not a media file): {spec.label}",
+            fatal=not spec.live,
         ) from exc
     except (av.error.ConnectionRefusedError, av.error.ExitError, TimeoutError) as exc:
         raise SourceError(f"cannot connect to {spec.label}: {exc}", fatal=not spec.live) from exc
