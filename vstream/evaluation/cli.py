@@ -161,7 +161,8 @@ class Backends:
         self.settings = settings
         m = settings.model
         # one script per video: the report names the pattern, not the first video's script
-        self.label = f"scripted:{Path(m.model).name}" if m.type == "scripted" and VIDEO_ID in m.model else None
+        per_video = m.type == "scripted" and VIDEO_ID in m.model
+        self.label = f"scripted:{Path(m.model).name}" if per_video else None
         self._made: dict[str, ModelBackend] = {}
 
     def for_item(self, item: EvalItem) -> ModelBackend:

@@ -207,6 +207,8 @@ def format_table(r: EvalReport) -> str:
         f"{'parse failures':<22} {r.parse_failures}/{r.clips} ({r.parse_failure_rate:.1%})",
         f"{'model s / video min':<22} {r.model_seconds_per_video_minute:.3f}",
     ]
+    # a video that could not be read still counts (its events are misses); say which and why
+    lines += [f"error: {run.id}: {run.error}" for run in r.runs if run.error]
     return "\n".join(lines)
 
 

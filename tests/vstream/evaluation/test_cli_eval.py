@@ -1,5 +1,6 @@
-"""``vstream eval`` end to end on the synthetic set: real videos through the real pipeline, the model's answers
-scripted with planted faults (so the numbers are known by hand; they test the evaluation, not a model)."""
+"""``vstream eval`` end to end on the synthetic set: real videos through the real pipeline, the model's
+answers scripted with planted faults (so the numbers are known by hand; they test the evaluation, not a
+model)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def test_metrics_on_the_synthetic_set_are_the_hand_computed_ones(report_path: Pa
         1,
     )
     # matched at IoU 0.5: fall +0.5/+0.5, stop +5/0, stop +1/0
-    assert (r.start_error_s.mean, r.end_error_s.mean) == (pytest.approx(6.5 / 3, abs=1e-6), pytest.approx(0.5 / 3, abs=1e-6))
+    assert r.start_error_s.mean == pytest.approx(6.5 / 3, abs=1e-6)
+    assert r.end_error_s.mean == pytest.approx(0.5 / 3, abs=1e-6)
     assert (r.parse_failures, r.parse_failure_rate) == (1, round(1 / 36, 6))  # syn-03's first answer is prose
     expected_tiou = [18 / 20, 16 / 18, 27 / 30, 6 / 9, 10 / 11, 7 / 8, 1.0]
     assert r.segment_tiou.n == 7 and r.segment_tiou.mean == pytest.approx(sum(expected_tiou) / 7, abs=1e-6)
@@ -117,3 +119,18 @@ def test_bad_dataset_and_usage_errors_are_one_line(
         and "usage: vstream eval" in err[1]
         and "not a vstream eval report" in err[2]
     )
+
+
+def test_a_video_that_cannot_be_read_is_reported_and_its_events_missed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = tmp_path / "set.jsonl"
+    dataset.write_text(
+        json.dumps({"video": "gone.mp4", "events": [{"label": "fire", "start": 1, "end": 2}]}) + "\n"
+    )
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"outputs": {"events": "[]"}}))
+    assert main(["eval", str(dataset), "--model", f"scripted:{script}", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["runs"][0]["error"] and "gone.mp4" in r["runs"][0]["error"]
+    assert [(s["label"], s["fn"]) for s in r["scores"] if s["iou"] == 0.5] == [("fire", 1), ("(all)", 1)]

@@ -108,5 +108,5 @@ def test_bad_annotation_files_get_one_clear_line(
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="cannot read dataset .*nope.jsonl"):
+    with pytest.raises(DatasetError, match=r"cannot read dataset .*nope\.jsonl"):
         load_dataset(tmp_path / "nope.jsonl")
