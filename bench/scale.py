@@ -340,7 +340,13 @@ def main(argv: list[str] | None = None) -> list[Run]:
         args.video_seconds,
         args.timeout,
     )
-    runs = [run_infer(cfg, int(n)) for n in args.infer.split(",") if n]
+    print(
+        f"partitions {cfg.partitions}, replication {cfg.replication}, scripted latency {cfg.latency_s} s/clip"
+    )
+    runs: list[Run] = []
+    for n in (int(n) for n in args.infer.split(",") if n):
+        runs.append(run_infer(cfg, n))
+        print(scaling_rows(runs)[-1], flush=True)
     counts = [int(m) for m in args.ingest.split(",") if m]
     if counts:
         from vstream.media.synth import make_sample_video
@@ -352,10 +358,9 @@ def main(argv: list[str] | None = None) -> list[Run]:
                 )
                 for i in range(max(counts))
             ]
-            runs += [run_ingest(cfg, m, videos) for m in counts]
-    print(
-        f"partitions {cfg.partitions}, replication {cfg.replication}, scripted latency {cfg.latency_s} s/clip"
-    )
+            for m in counts:
+                runs.append(run_ingest(cfg, m, videos))
+                print(scaling_rows(runs)[-1], flush=True)
     print("\n".join(scaling_rows(runs)))
     return runs
 

@@ -48,6 +48,9 @@ def make_consumer(kafka: KafkaSettings, group_id: str, *topics: str, **overrides
         "max_partition_fetch_bytes": kafka.max_message_bytes + _RECORD_OVERHEAD,
         "fetch_max_bytes": max(52_428_800, kafka.max_message_bytes * 2),
         "request_timeout_ms": max(kafka.request_timeout_ms, 305_000),
+        # A member that joined while a new topic's partitions were not yet in its metadata is assigned
+        # nothing until the next refresh: 10 s instead of the default 5 min (seen on a 3-broker cluster).
+        "metadata_max_age_ms": 10_000,
     }
     config.update(overrides)
     return KafkaConsumer(*topics, **config)
