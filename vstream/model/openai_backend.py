@@ -14,7 +14,8 @@ sent until a server answers 400/422 naming one (``transformers serve`` rejects e
 
 Outages -- connection refused or dropped, timeouts, 408/429/5xx after the backend's own retries -- are
 not the clips' fault: :meth:`OpenAIBackend.generate` raises :class:`~vstream.model.base.BackendUnavailable`
-for them instead of returning per-clip errors, so the worker waits the outage out.
+for them instead of returning per-clip errors, so the worker waits the outage out. ``generate_text``
+keeps returning retryable errors (its callers fall back per prompt and catch nothing).
 
 Responses: vLLM's ``--reasoning-parser glm45`` moves the ``<think>`` block into ``reasoning_content``
 (older vLLM, SGLang) or ``reasoning`` (vLLM after PR #27752); either is re-attached as
@@ -259,9 +260,10 @@ class OpenAIBackend:
     def generate_text(
         self, prompts: Sequence[str], *, max_new_tokens: int = 1024, thinking: bool = False
     ) -> list[Generation]:
-        """GLM-4.5V as a text model: one chat completion per prompt, same retries as clips."""
+        """GLM-4.5V as a text model: one chat completion per prompt, same retries as clips. Never raises:
+        its callers (lecture summaries, ask) fall back per prompt, so an outage is a retryable error here."""
         futures = [self._pool.submit(self._text_one, p, max_new_tokens, thinking) for p in prompts]
-        return _raise_on_outage([self._result(f) for f in futures])
+        return [self._result(f) for f in futures]
 
     def _text_one(self, prompt: str, max_new_tokens: int, thinking: bool) -> Generation:
         body = {

@@ -279,8 +279,15 @@ def test_persistent_server_errors_are_an_outage(server: FakeOpenAIServer) -> Non
 def test_429_storm_is_an_outage_with_the_servers_retry_after(server: FakeOpenAIServer) -> None:
     server.script(*[Reply.error(429, "busy", headers={"Retry-After": "0.05"})] * 2)
     with backend_for(server, max_retries=1) as backend, pytest.raises(BackendUnavailable) as info:
-        backend.generate_text(["summarise"], max_new_tokens=5)
+        backend.generate([make_clip()], task())
     assert info.value.retry_after is not None and 0 < info.value.retry_after <= 0.05
+
+
+def test_text_generation_reports_an_outage_per_prompt_without_raising() -> None:
+    backend = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", "glm-4.5v", max_retries=0, **FAST)
+    with backend:
+        (gen,) = backend.generate_text(["summarise"], max_new_tokens=5)
+    assert gen.retryable is True and "connection failed" in str(gen.error)
 
 
 @pytest.mark.parametrize(
