@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
-
-@dataclass(frozen=True)
-class VllmServer:
-    base_url: str
-    model: str  # the served model name
-    checkpoint: str  # the directory it serves (vLLM's /v1/models "root")
+from tests.vstream.model.real_servers import VllmServer
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.media_fixtures import sample
-from tests.vstream.model.conftest import VllmServer
+from tests.vstream.model.real_servers import VllmServer
 from vstream.cli import main
 from vstream.config import ModelSettings
 from vstream.model.base import ClipInput, TaskSpec
