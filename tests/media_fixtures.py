@@ -92,9 +92,9 @@ class Publisher:
     """An ffmpeg "camera" publishing frames that carry their index as a barcode (see
     :func:`vstream.media.synth.read_barcode`), written to ffmpeg in real time.
 
-    ``capture[n]`` is the wall time frame ``n`` was handed to the encoder, which also stamps it with that
-    time (as a camera stamps its capture clock, so a publisher slowed by a busy machine stays truthful):
-    tests compare the wall clock a reader gives each sampled frame with it. Several publishers in turn
+    ``capture[n]`` is the wall time frame ``n`` was handed to the encoder (its timestamp is n/fps, so a
+    publisher starved of CPU falls behind its own clock: keep few running at once): tests compare the
+    wall clock a reader gives each sampled frame with it. Several publishers in turn
     (a camera that comes back) share one ``capture`` map and continue the frame count, so a frame index
     is never reused.
     """
@@ -119,9 +119,9 @@ class Publisher:
         self._stop = threading.Event()
         cmd = [
             "ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-            "-framerate", str(fps), "-use_wallclock_as_timestamps", "1", "-i", "-", "-fps_mode",
-            "passthrough", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g",
-            str(round(fps)), "-bf", "0", "-pix_fmt", "yuv420p", *output,
+            "-framerate", str(fps), "-i", "-", "-fps_mode", "passthrough", "-c:v", "libx264",
+            "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(round(fps)), "-bf", "0",
+            "-pix_fmt", "yuv420p", *output,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         self._thread = threading.Thread(target=self._write, daemon=True, name="publisher")

@@ -207,3 +207,54 @@ def test_pause_stops_a_running_job_and_resume_continues_it(settings: Settings, t
         worker.wait(timeout=60)
         collector.close()
     assert sorted(set(collector.indices("talk"))) == list(range(200))
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_source_credentials_reach_no_log_job_view_or_error_record(settings: Settings, tmp_path: Path) -> None:
+    """Issue 12 item 9: a failing source URL with user:pass is redacted wherever its error goes."""
+    import json
+
+    sources = {
+        "cred-rtsp": f"rtsp://user:secret@127.0.0.1:{_closed_port()}/x",
+        "cred-https": f"https://user:secret@127.0.0.1:{_closed_port()}/f.mp4",
+    }
+    topics = Topics(settings.kafka.topic_prefix)
+    ensure_topics(settings.kafka, {topics.ingest_errors: 1})
+    errors = make_consumer(settings.kafka, "test-errors", topics.ingest_errors)
+    log = tmp_path / "worker.log"
+    fast = {"VSTREAM_DECODE__RECONNECT_INITIAL_S": "0.2", "VSTREAM_DECODE__RECONNECT_GIVE_UP_S": "1"}
+    worker = start_worker(settings, "ingest", log, fast)
+    records: list[dict[str, object]] = []
+    try:
+        submit(
+            settings,
+            *(IngestRequest(job_id=j, stream_id=j, source=src, params=PARAMS) for j, src in sources.items()),
+        )
+
+        def both_failed() -> bool:
+            for batch in errors.poll(timeout_ms=500).values():
+                records.extend(json.loads(r.value) for r in batch)
+            return {str(r["job_id"]) for r in records} >= set(sources)
+
+        wait_for(both_failed, 90, "an error record for each job", interval=0)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        errors.close()
+    text = log.read_text()
+    jobs = JobStore(redis.Redis.from_url(settings.redis.url), Keys(settings.redis.key_prefix), 3)
+    for job_id in sources:
+        state = jobs.get(job_id)
+        assert state is not None and state.error, f"{job_id} recorded its error"
+        assert "secret" not in state.error and "user:" not in state.error
+        assert "127.0.0.1" in state.error, "the error still names the source"
+    assert records and all("secret" not in json.dumps(r) for r in records), records
+    assert "secret" not in text, [line for line in text.splitlines() if "secret" in line]
+    assert "cannot connect to rtsp://127.0.0.1" in text or "cannot open rtsp://127.0.0.1" in text

@@ -237,8 +237,13 @@ class _Timeline:
         t, key = round(self.offset + frame.t, 6), round(self.offset + frame.key, 6)
         if t <= self.last_t or key <= self.last_key:
             return None  # cannot happen with a restarted clock on the grid; never send time backwards
-        self.last_t, self.last_key, self.last_wall = t, key, frame.wall
-        return replace(frame, t=t, slot=key, gap=gap)
+        wall = frame.wall
+        if wall is not None and self.last_wall is not None and wall <= self.last_wall:
+            # a new segment's anchor can sit a little earlier than the last one's (it was settled on
+            # fewer frames): keep wall time increasing across segments, as it is within one
+            wall = round(self.last_wall + 1e-3, 6)
+        self.last_t, self.last_key, self.last_wall = t, key, wall
+        return replace(frame, t=t, slot=key, gap=gap, wall=wall)
 
     def _start_segment(self, frame: Frame, gap: Gap | None) -> Gap | None:
         fresh, self._fresh = self._fresh, False
