@@ -108,7 +108,7 @@ def direct(analyzer: ClipAnalyzer, clips: list[ClipMessage], concurrency: int) -
     return Rate(len(clips), time.perf_counter() - started)
 
 
-def worker_env(s: Settings, m: ModelSettings) -> dict[str, str]:
+def worker_env(s: Settings, m: ModelSettings, log_level: str = "WARNING") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSTREAM_")}
     env.update(
         {
@@ -118,7 +118,7 @@ def worker_env(s: Settings, m: ModelSettings) -> dict[str, str]:
             "VSTREAM_REDIS__URL": s.redis.url,
             "VSTREAM_REDIS__KEY_PREFIX": s.redis.key_prefix,
             "VSTREAM_BLOBS__ROOT": str(s.blobs.root),
-            "VSTREAM_LOG_LEVEL": "WARNING",
+            "VSTREAM_LOG_LEVEL": log_level,
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -137,8 +137,31 @@ def wait(predicate: Callable[[], bool], timeout_s: float, what: str, proc: subpr
         time.sleep(0.02)
 
 
+def await_partitions(s: Settings, topic: str, timeout_s: float = 30.0) -> None:
+    """A consumer group that joins before a new topic's partitions are in the brokers' metadata is
+    assigned nothing until its next metadata refresh (minutes): start the worker only after that."""
+    from kafka import KafkaConsumer
+
+    probe = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap.split(","))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(probe.partitions_for_topic(topic) or ()) < s.kafka.clip_partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} has no partition metadata after {timeout_s:.0f} s")
+            time.sleep(0.2)
+            probe.topics()  # forces a metadata refresh
+    finally:
+        probe.close()
+    time.sleep(1.0)
+
+
 def through_worker(
-    s: Settings, m: ModelSettings, warm: list[ClipMessage], clips: list[ClipMessage], log: Path
+    s: Settings,
+    m: ModelSettings,
+    warm: list[ClipMessage],
+    clips: list[ClipMessage],
+    log: Path,
+    log_level: str = "WARNING",
 ) -> Rate:
     topics, keys = Topics(s.kafka.topic_prefix), Keys(s.redis.key_prefix)
     r = redis.Redis.from_url(s.redis.url)
@@ -150,6 +173,7 @@ def through_worker(
             topics.dead_letter: 1,
         },
     )
+    await_partitions(s, topics.clips)
     producer = make_producer(s.kafka, client_id="bench-serve")
 
     def publish(batch: list[ClipMessage]) -> None:
@@ -162,7 +186,9 @@ def through_worker(
 
     cmd = [sys.executable, "-m", "vstream.cli", "worker", "infer"]
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, env=worker_env(s, m), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            cmd, env=worker_env(s, m, log_level), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
     try:
         publish(warm)
         wait(lambda: stored(warm) >= len(warm), 600, "the warm-up clips", proc)
@@ -243,7 +269,7 @@ def run(args: argparse.Namespace) -> float:
     s = s.model_copy(update={"blobs": s.blobs.model_copy(update={"root": tmp / "blobs"})})
     m = model_settings(args, in_flight).model_copy(update={"frames": frames})
     try:
-        worker = through_worker(s, m, warm, clips, tmp / "infer.log")
+        worker = through_worker(s, m, warm, clips, tmp / "infer.log", args.worker_log_level)
     finally:
         cleanup(s)
     ratio = worker.per_s / rates[best].per_s
@@ -266,6 +292,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,2,4,8,16", help="direct-load levels to sweep")
     p.add_argument("--max-in-flight", type=int, default=0, help="the worker's; 0 = the best direct level")
     p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--worker-log-level", default="WARNING", help="INFO logs one line per clip")
     p.add_argument("--kafka", default="127.0.0.1:9092")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     return p.parse_args(argv)
