@@ -105,15 +105,7 @@ def run_ingest(
         for clip in clips:
             if clip.gap is not None:
                 stats.gaps += 1
-                logger.warning(
-                    "stream %s: %s gap of %.1f s before clip %d (media %.2f -> %.2f)",
-                    req.stream_id,
-                    clip.gap.reason,
-                    clip.gap.seconds,
-                    clip.index,
-                    clip.gap.t_before if clip.gap.t_before is not None else -1.0,
-                    clip.gap.t_after,
-                )
+                _log_gap(req.stream_id, clip)
             if not gate.passes(clip):
                 stats.gated += 1
                 continue
@@ -153,6 +145,21 @@ def run_ingest(
             # A file that is merely interrupted resumes from its acknowledged clip instead.
             _flush(clipper, emit)
     return stats
+
+
+def _log_gap(stream_id: str, clip: Clip) -> None:
+    gap = clip.gap
+    if gap is not None:
+        before = f"{gap.t_before:.2f}" if gap.t_before is not None else "start"
+        logger.warning(
+            "stream %s: %s gap of %.1f s before clip %d (media %s -> %.2f)",
+            stream_id,
+            gap.reason,
+            gap.seconds,
+            clip.index,
+            before,
+            gap.t_after,
+        )
 
 
 def _close_on_stop(source: FrameSource, stop: threading.Event) -> threading.Event:

@@ -39,7 +39,7 @@ PARAMS = ClipParams(fps=2, clip_seconds=4, overlap_seconds=1)  # windows every 3
 # Tests may shorten the backoff; the give-up window stays the default (300 s rides out the 90 s outage).
 DECODE = DecodeSettings(reconnect_initial_s=0.5, reconnect_max_s=2.0)
 SOURCE_FRAME_S = 1 / 25
-CONCURRENT = 6
+CONCURRENT = 4
 # A frame keeps its own time, the source frame nearest its sample time k/fps: with a publisher stamping
 # frames by its (busy) wall clock, that is up to about two source frames away.
 GRID_SLACK_S = 2.5 * SOURCE_FRAME_S
@@ -151,6 +151,12 @@ class Camera:
         self.run.outages.append((down, time.time()))
         return self.publish(pub.next, **kw)
 
+    def wait_clips(self, n: int, timeout: float = 60) -> None:
+        """Let the reader get going (opening and probing a stream takes seconds) before things break."""
+        deadline = time.time() + timeout
+        while len(self.run.clips) < n and self.run.ended_at is None and time.time() < deadline:
+            time.sleep(0.2)
+
     def wait_reader(self, timeout: float) -> None:
         deadline = time.time() + timeout
         while self.run.ended_at is None and time.time() < deadline:
@@ -173,7 +179,7 @@ def killed(seconds: float) -> Script:
         pub = cam.publish()
         time.sleep(1.0)
         cam.start_reader()
-        time.sleep(10)
+        cam.wait_clips(2)
         pub = cam.outage(pub, seconds)
         time.sleep(25)  # backoff, FFmpeg's probing (~5 s for RTMP) and settling, then two windows
         pub.kill()
@@ -185,7 +191,7 @@ def stalled(cam: Camera) -> None:
     pub = cam.publish()
     time.sleep(1.0)
     cam.start_reader()
-    time.sleep(10)
+    cam.wait_clips(2)
     down = time.time()
     pub.stall(15)
     cam.run.outages.append((down, time.time()))
@@ -197,7 +203,7 @@ def resized(cam: Camera) -> None:
     pub = cam.publish()
     time.sleep(1.0)
     cam.start_reader()
-    time.sleep(10)
+    cam.wait_clips(2)
     pub = cam.outage(pub, 0.5, width=480, height=272)
     time.sleep(22)
     pub.kill()
