@@ -60,7 +60,12 @@ class Pipeline(Generic[C, A]):
         return self._unsettled
 
     def free(self) -> int:
-        return max(0, self.max_in_flight - self._unsettled)
+        """How many more clips may be taken: ``max_in_flight`` counts clips not yet finished, so clips
+        that only wait for an earlier clip of their stream do not starve the server (those are bounded
+        by a second ``max_in_flight``)."""
+        waiting = sum(1 for s in self.slots() if s.state is State.DONE)
+        unfinished = self._unsettled - waiting
+        return max(0, min(self.max_in_flight - unfinished, 2 * self.max_in_flight - self._unsettled))
 
     def add(self, tp: TopicPartition, offset: int, stream: str, clip: C, now: float = 0.0) -> Slot[C, A]:
         slots = self._slots.setdefault(tp, {})

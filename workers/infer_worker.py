@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -89,6 +90,7 @@ class InferWorker:
         self.pipeline: Pipeline[ClipMessage, Analysis] = Pipeline(m.max_in_flight)
         self.gate = OutageGate()
         self._running: dict[Future[list[Analysis]], list[InferSlot]] = {}
+        self._backlog: deque[ConsumerRecord] = deque()  # polled, not taken (never committed past)
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._last_commit = self._last_beat = 0.0
@@ -153,8 +155,15 @@ class InferWorker:
     # --- taking clips ---------------------------------------------------------------------------------
 
     def _take(self, consumer: KafkaConsumer) -> None:
-        free = self.pipeline.free()
-        if self.gate.active or free == 0:
+        """Fill free slots from a local backlog of polled records, polling while the backlog has room.
+        The backlog spares a pause/resume (and a re-fetch) each time the pipeline fills up; its records
+        are not taken yet, so nothing past them is committed."""
+        now = time.monotonic()
+        if not self.gate.active:
+            while self._backlog and self.pipeline.free() > 0:
+                self._taken(self._backlog.popleft(), now)
+        room = self.settings.model.max_in_flight - len(self._backlog)
+        if room <= 0:
             # paused partitions keep the consumer in its group (poll still runs the coordinator)
             consumer.pause(*consumer.assignment())
             consumer.poll(timeout_ms=0)
@@ -162,11 +171,12 @@ class InferWorker:
         if consumer.paused():
             consumer.resume(*consumer.paused())
         # short waits while clips run, so a freed slot is refilled promptly (a long one only when idle)
-        wait_ms = 10 if self._running else 200
-        now = time.monotonic()
-        for batch in consumer.poll(timeout_ms=wait_ms, max_records=free).values():
-            for record in batch:
-                self._taken(record, now)
+        wait_ms = 10 if self._running or self._backlog else 200
+        for batch in consumer.poll(timeout_ms=wait_ms, max_records=room).values():
+            self._backlog.extend(batch)
+        if not self.gate.active:
+            while self._backlog and self.pipeline.free() > 0:
+                self._taken(self._backlog.popleft(), now)
 
     def _taken(self, record: ConsumerRecord, now: float) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -367,6 +377,8 @@ class InferWorker:
         except Exception as exc:  # the group moved on: the new owner re-reads from the last commit
             logger.warning("commit of revoked partitions failed: %s", exc)
         lost = self.pipeline.drop(revoked)
+        gone = set(revoked)
+        self._backlog = deque(r for r in self._backlog if TopicPartition(r.topic, r.partition) not in gone)
         if lost:
             logger.info("partitions %s revoked: %d unsettled clips handed back", sorted(revoked), len(lost))
 

@@ -110,3 +110,18 @@ def test_outage_gate_respects_retry_after_up_to_its_cap() -> None:
     g.probe_started()
     g.failed(12.0, started_at=12.0, error="HTTP 429", retry_after=3600.0)
     assert g.next_try == pytest.approx(42.0)
+
+
+def test_clips_waiting_only_for_their_predecessor_do_not_block_new_ones_up_to_a_bound() -> None:
+    p: Pipeline[str, str] = Pipeline(2)
+    slow = p.add(P0, 0, "s", "x")
+    waiting = [p.add(P0, k, "s", "x") for k in (1, 2)]
+    assert p.free() == 0
+    for s in waiting:
+        p.start(s, 0.0)
+        p.finish(s, "r")
+    assert p.appliable() == [] and p.free() == 1, "two finished clips wait for clip 0; one more may run"
+    p.add(P0, 3, "s", "x")
+    assert p.free() == 0, "no more than 2 x max_in_flight unsettled"
+    p.settle(slow)
+    assert p.appliable() == [waiting[0]]
