@@ -120,7 +120,7 @@ def worker_env(s: Settings, extra: dict[str, str]) -> dict[str, str]:
         "VSTREAM_REDIS__URL": s.redis.url,
         "VSTREAM_REDIS__KEY_PREFIX": s.redis.key_prefix,
         "VSTREAM_BLOBS__ROOT": str(s.blobs.root),
-        "VSTREAM_LOG_LEVEL": "WARNING",
+        "VSTREAM_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
         **extra,
     }
 
