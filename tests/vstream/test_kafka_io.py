@@ -81,3 +81,13 @@ def test_blob_store_refuses_references_outside_its_root(tmp_path: Path) -> None:
         store.put("../escape", b"x")
     with pytest.raises(BlobError, match="missing"):
         store.get((tmp_path / "blobs" / "cam" / "gone.vsc").as_uri())
+
+
+def test_topics_are_created_with_the_configured_replication_settings(settings: Settings) -> None:
+    from tests.helpers.distributed import topic_replication
+
+    topic = Topics(settings.kafka.topic_prefix).clips
+    ensure_topics(settings.kafka, {topic: 2})
+    ensure_topics(settings.kafka, {topic: 2})  # idempotent
+    rep = topic_replication(settings.kafka, topic)
+    assert (rep.replicas, rep.min_insync) == (1, 1)  # the single local broker; RF 3 in test_replication
