@@ -53,7 +53,7 @@ def test_the_benchmark_runs_end_to_end_at_toy_size(services: None) -> None:
         [
             *("--bootstrap", KAFKA, "--replication", "1", "--partitions", "2"),
             *("--infer", "1,2", "--ingest", "1", "--clips-per-worker", "2", "--latency", "0.05"),
-            *("--video-seconds", "7", "--timeout", "180"),
+            *("--video-seconds", "7", "--timeout", "300"),
         ]
     )
     assert [(r.kind, r.workers, r.clips) for r in runs] == [
