@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -162,7 +163,7 @@ def test_sigkill_with_many_clips_in_flight_loses_none_and_applies_each_once(
     assert "16 clips at once" in text
     for s in streams:
         assert sorted(r["index"] for r in results(redis_client, keys, s)) == list(range(n)), s
-        events = records(redis_client, keys.events(s), lambda e, s=s: keys.event(s, e))
+        events = records(redis_client, keys.events(s), functools.partial(keys.event, s))
         assert len(events) == 1, (s, events)  # one label every 3 s: one event, each clip applied once
         assert len(events[0]["clip_ids"]) == len(set(events[0]["clip_ids"])) == n
         feed = cast("list[tuple[bytes, dict[bytes, bytes]]]", redis_client.xrange(keys.feed(s)))
