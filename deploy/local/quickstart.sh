@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV=${VSTREAM_CACHE:-$HOME/.cache/vstream}/venv
 "$ROOT/deploy/local/bootstrap.sh"
-"$ROOT/deploy/local/services.sh" start
+"$ROOT/deploy/local/services.sh" start redis kafka   # the quick start needs only these two
 mkdir -p "$ROOT/var"
 [ -f "$ROOT/var/sample.mp4" ] || "$VENV/bin/vstream" sample-video "$ROOT/var/sample.mp4" --seconds 30 >/dev/null
 echo "[quickstart] vstream analyze var/sample.mp4 --task events --events \"person falls,car stops\" --model tiny --json"
