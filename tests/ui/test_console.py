@@ -20,7 +20,9 @@ from tests.ui.conftest import XSS_IMG, XSS_SCRIPT, Console, Tab, Workers, det, s
 from vstream.config import Settings
 from vstream.names import Keys
 
-pytestmark = pytest.mark.integration
+# One rerun: these wait on Kafka group assignment (and, here, a leader election) on 2 shared cores, and
+# timed out once in ~2 full runs; a second failure in a row still fails the suite.
+pytestmark = [pytest.mark.integration, pytest.mark.flaky(reruns=1)]
 LABEL = "person falls"
 BOX = "[100, 200, 400, 900]"
 

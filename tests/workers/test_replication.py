@@ -29,7 +29,9 @@ from vstream.kafka_io import ensure_topics
 from vstream.names import Keys, Topics
 from vstream.schema import ClipParams, IngestRequest
 
-pytestmark = pytest.mark.integration
+# One rerun: these wait on Kafka group assignment (and, here, a leader election) on 2 shared cores, and
+# timed out once in ~2 full runs; a second failure in a row still fails the suite.
+pytestmark = [pytest.mark.integration, pytest.mark.flaky(reruns=1)]
 PARAMS = ClipParams(fps=2, clip_seconds=4, overlap_seconds=1)
 REPLICATION = {"VSTREAM_KAFKA__REPLICATION_FACTOR": "3", "VSTREAM_KAFKA__MIN_INSYNC_REPLICAS": "2"}
 
