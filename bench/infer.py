@@ -237,7 +237,7 @@ def text_active_params(cfg: Any, layers: int) -> int:
     dense = min(cfg.first_k_dense_replace, layers)
     moe_layer = (cfg.num_experts_per_tok + cfg.n_shared_experts) * 3 * h * cfg.moe_intermediate_size
     moe_layer += h * cfg.n_routed_experts  # router
-    return layers * attn + dense * 3 * h * cfg.intermediate_size + (layers - dense) * moe_layer
+    return int(layers * attn + dense * 3 * h * cfg.intermediate_size + (layers - dense) * moe_layer)
 
 
 def prefill_flops(

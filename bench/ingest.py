@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 BACKENDS = ("decord", "pyav", "auto")
@@ -117,7 +118,7 @@ def measure(path: Path, backend: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--one", str(path), backend], check=True, capture_output=True, text=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return cast(dict[str, float], json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:

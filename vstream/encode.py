@@ -17,6 +17,7 @@ def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
 def decode_jpeg(data: bytes) -> np.ndarray:
     """RGB uint8 H x W x 3; raises ValueError on corrupt data."""
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        image: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        return image
     except Exception as exc:  # simplejpeg raises plain ValueError/RuntimeError depending on the damage
         raise ValueError(f"corrupt JPEG frame: {exc}") from exc

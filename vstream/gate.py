@@ -15,7 +15,8 @@ _THUMB = 32  # columns of the thumbnail; rows follow the aspect ratio
 def thumbnail(image: np.ndarray) -> np.ndarray:
     w = image.shape[1]
     step = max(1, w // _THUMB)
-    return image[::step, ::step].mean(axis=2, dtype=np.float32)
+    small: np.ndarray = image[::step, ::step].mean(axis=2, dtype=np.float32)
+    return small
 
 
 class MotionGate:

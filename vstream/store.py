@@ -91,7 +91,7 @@ class ResultStore:
         for _ in range(_MAX_WATCH_RETRIES):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(tracker_key, result_key)
+                    pipe.watch(tracker_key, result_key)  # type: ignore[no-untyped-call]
                     if pipe.exists(result_key):
                         pipe.reset()
                         self.relay_feed(clip.stream_id, clip.retention_s)  # a crash may have cut it short

@@ -150,7 +150,7 @@ def backoff_s(
     """Delay after failed attempt ``attempt`` (1-based): base * 2^(attempt-1), capped, with jitter in
     [50 %, 100 %] so receivers recovering from an outage are not hit by every retry at once."""
     delay = min(cap_s, base_s * 2 ** (attempt - 1))
-    return delay * (0.5 + 0.5 * (rng or random).random())
+    return float(delay * (0.5 + 0.5 * (rng or random).random()))
 
 
 def retry_after_s(value: str | None) -> float | None:

@@ -58,7 +58,7 @@ RETRY_CAP_S = 10.0
 InferSlot = Slot[ClipMessage, Analysis]
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: InferWorker) -> None:
         self.worker = worker
 

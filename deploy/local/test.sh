@@ -11,7 +11,7 @@ mkdir -p "$ROOT/var"
 "$ROOT/deploy/local/k8s-check.sh" >"$ROOT/var/k8s-check.log" 2>&1 &
 k8s=$!
 "$ROOT/deploy/local/services.sh" start
-"$VENV/bin/ruff" check vstream workers api tests bench
+"$VENV/bin/ruff" check .
 "$VENV/bin/mypy"
 if ! wait "$k8s"; then
   cat "$ROOT/var/k8s-check.log" >&2

@@ -9,7 +9,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from tests.api.test_results import commit
+from tests.helpers.results import commit
 from vstream.config import Settings
 from vstream.names import Keys
 from vstream.store import ResultStore

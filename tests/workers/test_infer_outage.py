@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from tests.conftest import records, start_worker, wait_for
+from tests.helpers.ingest import submit
 from tests.media_fixtures import sample
-from tests.workers.test_ingest_worker import submit
 from vstream.config import Settings
 from vstream.names import Keys
 from vstream.schema import ClipParams, IngestRequest

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from tests.conftest import records, start_worker, wait_for
+from tests.helpers.ingest import submit
 from tests.media_fixtures import sample
-from tests.workers.test_ingest_worker import submit
 from vstream.config import Settings
 from vstream.kafka_io import ensure_topics, make_consumer
 from vstream.names import Keys, Topics

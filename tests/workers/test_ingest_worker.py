@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from tests.conftest import start_worker, wait_for
+from tests.helpers.ingest import submit
 from tests.media_fixtures import sample
 from vstream.blobstore import LocalBlobStore
 from vstream.config import Settings
@@ -25,17 +26,6 @@ from vstream.schema import ClipMessage, ClipParams, IngestRequest, decode_clip
 
 pytestmark = pytest.mark.integration
 PARAMS = ClipParams(fps=2, clip_seconds=4, overlap_seconds=1)
-
-
-def submit(s: Settings, *reqs: IngestRequest) -> None:
-    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap)
-    for req in reqs:
-        producer.send(
-            Topics(s.kafka.topic_prefix).ingest_requests,
-            key=req.stream_id.encode(),
-            value=req.model_dump_json().encode(),
-        ).get(timeout=30)
-    producer.close()
 
 
 class ClipCollector:
@@ -58,6 +48,15 @@ class ClipCollector:
                 assert r.key.decode() == msg.stream_id
                 self.by_stream[msg.stream_id].append(msg)
         self.consumer.commit()
+
+    def drain(self, quiet_s: float = 1.5) -> None:
+        """Poll until nothing has arrived for `quiet_s`: one poll may return only part of the backlog."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            before = sum(map(len, self.by_stream.values()))
+            self.poll()
+            if sum(map(len, self.by_stream.values())) != before:
+                quiet_since = time.monotonic()
 
     def until(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
         def step() -> bool:
@@ -190,13 +189,14 @@ def test_pause_stops_a_running_job_and_resume_continues_it(settings: Settings, t
         collector.until(lambda: len(collector.by_stream["talk"]) >= 5, 60, "5 clips")
         jobs.set_status("p", "paused")
         wait_for(
-            lambda: "was paused" in (tmp_path / "worker.log").read_text(), 30, "the worker to stop the job"
+            lambda: "job=p stream=talk outcome=paused" in (tmp_path / "worker.log").read_text(),
+            30,
+            "the job's thread to end",
         )
-        time.sleep(2)
-        collector.poll()
+        collector.drain()
         paused_at = len(collector.by_stream["talk"])
         time.sleep(2)
-        collector.poll()
+        collector.drain()
         assert len(collector.by_stream["talk"]) == paused_at, "no clips while paused"
         state = jobs.get("p")
         assert state is not None and state.status == "paused"

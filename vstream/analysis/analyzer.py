@@ -66,7 +66,8 @@ def _fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
         return image
     rows = np.arange(height) * h // height
     cols = np.arange(width) * w // width
-    return image[rows[:, None], cols[None, :]]
+    out: np.ndarray = image[rows[:, None], cols[None, :]]
+    return out
 
 
 class ClipAnalyzer:

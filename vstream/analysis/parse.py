@@ -12,7 +12,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -346,7 +346,7 @@ def parse_output(
             return ParsedOutput(
                 task=name, ok=False, raw=text, error=f"unknown task {task!r}; expected {TASKS}"
             )
-        name = cast(Task, key)
+        name = key
         duration = float(clip_duration_s)
         ctx = Ctx(
             task=name,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -70,7 +71,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         a, b = (rep.load_report(p) for p in args.compare)
         print(rep.format_compare(a, b, *args.compare))
         if args.json:
-            print(rep.json.dumps(rep.compare(a, b)))
+            print(json.dumps(rep.compare(a, b)))
         return 0
     if args.dataset == "make-synthetic":
         return _make_synthetic(args.dir)

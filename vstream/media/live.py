@@ -34,7 +34,7 @@ class Backoff:
 
     def delay(self, failures: int) -> float:
         base = min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
-        return base * random.uniform(0.8, 1.2)
+        return float(base * random.uniform(0.8, 1.2))
 
     def exhausted(self, failures: int, since_s: float) -> bool:
         return bool(self.attempts and failures >= self.attempts) or bool(

@@ -439,7 +439,7 @@ class OpenAIBackend:
             # The server said when to come back; capped so a huge value cannot stall a worker.
             return min(retry_after, retry_after_cap)
         # Exponential backoff with jitter, so clips failing together do not retry in lockstep.
-        return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return float(min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
     def _attempt(self, body: bytes) -> _Outcome:
         try:

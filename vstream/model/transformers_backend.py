@@ -52,7 +52,7 @@ def build_inputs(processor: Any, clips: Sequence[ClipInput], task: TaskSpec) -> 
     """
     if not clips:
         raise ValueError("build_inputs needs at least one clip")
-    return processor.apply_chat_template(
+    inputs: BatchFeature = processor.apply_chat_template(
         [conversation(clip, task) for clip in clips],
         add_generation_prompt=True,
         tokenize=True,
@@ -65,6 +65,7 @@ def build_inputs(processor: Any, clips: Sequence[ClipInput], task: TaskSpec) -> 
             "padding": True,
         },
     )
+    return inputs
 
 
 def predicted_visual_tokens(processor: Any, num_frames: int, height: int, width: int) -> int:

@@ -26,14 +26,17 @@ def main() -> None:
     for n in range(count):
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
-            f"( udpsrc port={base + n} address=127.0.0.1 caps=\"{_RTP_H264}\" "
+            f'( udpsrc port={base + n} address=127.0.0.1 caps="{_RTP_H264}" '
             "! rtph264depay ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=1 )"
         )
         factory.set_shared(True)
         mounts.add_factory(f"/cam{n}", factory)
     if server.attach(None) == 0:
         sys.exit(f"rtsp server: cannot listen on 127.0.0.1:{port}")
-    print(f"rtsp server on rtsp://127.0.0.1:{port}/cam0..{count - 1} (udp {base}..{base + count - 1})", flush=True)
+    print(
+        f"rtsp server on rtsp://127.0.0.1:{port}/cam0..{count - 1} (udp {base}..{base + count - 1})",
+        flush=True,
+    )
     GLib.MainLoop().run()
 
 

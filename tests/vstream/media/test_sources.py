@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def run_clips(source: str | Path, *extra: str) -> subprocess.CompletedProcess[st
     )
 
 
-def frames_of(path: Path, backend: str = "auto", fps: float = 2.0) -> list:
+def frames_of(path: Path, backend: str = "auto", fps: float = 2.0) -> list[Any]:
     src = open_source(
         str(path), ClipParams(fps=fps, clip_seconds=8, overlap_seconds=2), DecodeSettings(backend=backend)
     )

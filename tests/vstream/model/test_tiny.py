@@ -45,7 +45,7 @@ def _video_conversation(frames: np.ndarray, text: str = PROMPT_TEXT) -> list[dic
     return [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": text}]}]
 
 
-def _video_inputs(processor: Any, conversations: list, metadata: list[dict]) -> Any:
+def _video_inputs(processor: Any, conversations: list[Any], metadata: list[dict[str, Any]]) -> Any:
     return processor.apply_chat_template(
         conversations,
         add_generation_prompt=True,
@@ -57,7 +57,7 @@ def _video_inputs(processor: Any, conversations: list, metadata: list[dict]) -> 
 
 
 def _render(processor: Any, messages: list[dict[str, Any]], **kwargs: Any) -> str:
-    return processor.apply_chat_template(messages, add_generation_prompt=True, **kwargs)
+    return str(processor.apply_chat_template(messages, add_generation_prompt=True, **kwargs))
 
 
 META_8 = {"total_num_frames": 8, "fps": 2.0, "frames_indices": list(range(8))}

@@ -77,7 +77,9 @@ def direct_inputs(processor: Any, clip: ClipInput, task: TaskSpec) -> Any:
 
 @pytest.mark.parametrize("thinking", [False, True])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_inputs_are_token_identical_to_processor_alone(backend: Any, shape: tuple, thinking: bool) -> None:
+def test_inputs_are_token_identical_to_processor_alone(
+    backend: Any, shape: tuple[int, int, int], thinking: bool
+) -> None:
     clip = make_clip(*shape)
     task = render("caption", duration_s=shape[0] / FPS, thinking=thinking)
     ours = build_inputs(backend.processor, [clip], task)
