@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from vstream.analysis.jsonrepair import extract_json
 from vstream.analysis.records import CaptionRecord, Event, SegmentRecord
 from vstream.config import AskSettings
 from vstream.model.base import ModelBackend
 from vstream.names import Keys
+from vstream.vocabulary import Wire
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,7 @@ REDUCE_PROMPT = (
 )
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StoredSpan(_Wire):
+class StoredSpan(Wire):
     """One stored record the answer may cite."""
 
     kind: Kind
@@ -67,7 +64,7 @@ class Citation(StoredSpan):
     repaired: bool = Field(False, description="The model cited a range that only overlapped this record.")
 
 
-class AskAnswer(_Wire):
+class AskAnswer(Wire):
     schema_version: Literal[1] = 1
     stream_id: str
     question: str
@@ -175,7 +172,7 @@ def chunk(spans: Sequence[StoredSpan], budget_chars: int) -> list[list[StoredSpa
     return chunks
 
 
-class _Partial(_Wire):
+class _Partial(Wire):
     found: bool
     answer: str
     cited: list[tuple[float, float]]

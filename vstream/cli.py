@@ -19,8 +19,8 @@ from vstream.model.base import BackendError
 from vstream.schema import ClipMessage, ClipParams, GateParams, IngestRequest, redact_url
 
 if TYPE_CHECKING:
-    from vstream.analysis.results import Task
     from vstream.presets import Preset
+    from vstream.vocabulary import Task
 
 logger = logging.getLogger("vstream")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vstream.schema import ClipParams, GateParams
+from vstream.vocabulary import Task
 
 PresetName = Literal["surveillance", "sports", "lecture"]
 
@@ -27,7 +28,7 @@ SPORT_EVENTS: dict[str, dict[str, float]] = {
 @dataclass(frozen=True)
 class Preset:
     name: PresetName
-    task: Literal["events", "segments", "caption"]
+    task: Task
     event_types: tuple[str, ...]
     params: ClipParams
     gate: GateParams

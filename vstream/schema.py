@@ -16,7 +16,9 @@ import time
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from vstream.vocabulary import Task, Wire
 
 SCHEMA_VERSION: Literal[1] = 1
 _MAGIC = b"VSC1"
@@ -28,11 +30,7 @@ class SchemaError(ValueError):
     """A message that does not follow the wire schema."""
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClipParams(_Wire):
+class ClipParams(Wire):
     """How a source is cut into clips; its hash is part of every clip id."""
 
     fps: float = Field(2.0, gt=0, le=30)
@@ -83,7 +81,7 @@ def redact_url(source: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-class ClipGap(_Wire):
+class ClipGap(Wire):
     """What the source lost just before this clip (a reconnect, a stall, a frame-size change)."""
 
     reason: Literal["reconnect", "stall", "discontinuity", "resize"]
@@ -92,7 +90,7 @@ class ClipGap(_Wire):
     seconds: float = Field(ge=0, description="Media time the gap lasted (0 for a size change).")
 
 
-class ClipMessage(_Wire):
+class ClipMessage(Wire):
     """One clip: an even number (>= 2) of resized frames with exact timestamps.
 
     Version 2 added ``gap``; a clip without one is still written as version 1, so readers that predate
@@ -120,7 +118,7 @@ class ClipMessage(_Wire):
     live: bool = False
     last: bool = Field(False, description="Final clip of a finite source.")
     gap: ClipGap | None = Field(None, description="Footage missing just before this clip (live).")
-    task: Literal["segments", "events", "caption"] = Field(
+    task: Task = Field(
         "caption", description="Analysis the GPU workers run."
     )
     event_types: list[str] = Field(default_factory=list, description="Event labels for task 'events'.")
@@ -191,7 +189,7 @@ def decode_clip(data: bytes) -> ClipMessage:
         raise SchemaError(f"invalid clip: {exc}") from exc
 
 
-class GateParams(_Wire):
+class GateParams(Wire):
     """Skip clips in which nothing moves (cheap frame differencing on tiny grey frames)."""
 
     enabled: bool = False
@@ -203,7 +201,7 @@ class GateParams(_Wire):
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
-class IngestRequest(_Wire):
+class IngestRequest(Wire):
     """Ask an ingest worker to cut a source into clips."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -213,7 +211,7 @@ class IngestRequest(_Wire):
     params: ClipParams = ClipParams()
     gate: GateParams = GateParams()
     realtime: bool = Field(False, description="Replay a file at real speed, as if it were live.")
-    task: Literal["segments", "events", "caption"] = Field(
+    task: Task = Field(
         "caption", description="Analysis the GPU workers run."
     )
     event_types: list[str] = Field(default_factory=list)
@@ -231,7 +229,7 @@ class IngestRequest(_Wire):
         return self
 
 
-class IngestError(_Wire):
+class IngestError(Wire):
     """Published when an ingest job fails; the worker itself keeps running."""
 
     schema_version: Literal[1] = SCHEMA_VERSION

@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import secrets
 import threading
 import time
@@ -47,6 +46,7 @@ from pydantic import BaseModel, Field
 from vstream.config import Settings
 from vstream.names import Keys
 from vstream.redis_conn import connect_async
+from vstream.retry import backoff_s, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -142,19 +142,6 @@ Outcome = Literal["delivered", "retry", "failed"]
 def classify(code: int) -> Outcome:
     """2xx: delivered; 429 and 5xx: try again later; anything else (3xx, 4xx) is final."""
     return "delivered" if 200 <= code < 300 else "retry" if code == 429 or code >= 500 else "failed"
-
-
-def backoff_s(
-    attempt: int, base_s: float = 1.0, cap_s: float = 300.0, rng: random.Random | None = None
-) -> float:
-    """Delay after failed attempt ``attempt`` (1-based): base * 2^(attempt-1), capped, with jitter in
-    [50 %, 100 %] so receivers recovering from an outage are not hit by every retry at once."""
-    delay = min(cap_s, base_s * 2 ** (attempt - 1))
-    return float(delay * (0.5 + 0.5 * (rng or random).random()))
-
-
-def retry_after_s(value: str | None) -> float | None:
-    return float(value) if value and value.strip().isdigit() else None  # an HTTP date: backoff applies
 
 
 # --- Lua: atomic record + queue updates (idempotent), all keys of one webhook (one hash slot) ---
@@ -431,7 +418,7 @@ class Dispatcher:
         try:
             async with asyncio.timeout(timeout):  # total, whatever the receiver trickles
                 async with self._http.stream("POST", hook.url, content=body, headers=headers) as resp:
-                    code, retry_after = resp.status_code, retry_after_s(resp.headers.get("retry-after"))
+                    code, retry_after = resp.status_code, parse_retry_after(resp.headers.get("retry-after"))
         except (httpx.TimeoutException, TimeoutError):
             return Attempt(rec, None, time.monotonic() - started, "retry", f"timeout after {timeout:g} s")
         except httpx.HTTPError as exc:

@@ -30,12 +30,14 @@ from vstream.media.frames import SourceError
 from vstream.metrics import Counters
 from vstream.names import Keys, Topics
 from vstream.redis_conn import connect
+from vstream.retry import backoff_s
 from vstream.schema import ClipMessage, IngestError, IngestRequest, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 _RETRY_BASE_S = 2.0
+_RETRY_CAP_S = 300.0
 
 
 @dataclass
@@ -151,7 +153,7 @@ class JobRunner:
         if give_up:
             self.jobs.transition(req.job_id, "failed", ("running",), error=error)
         else:
-            retry_at = time.time() + _RETRY_BASE_S * 2 ** (attempts - 1)
+            retry_at = time.time() + backoff_s(attempts, _RETRY_BASE_S, _RETRY_CAP_S, jitter=(1.0, 1.0))
             self.jobs.transition(req.job_id, "retry", ("running",), error=error, retry_at=retry_at)
         record = IngestError(
             job_id=req.job_id,

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from vstream.jobs import Status
 from vstream.schema import STREAM_ID_PATTERN, ClipParams, GateParams
+from vstream.vocabulary import Task
 
-Task = Literal["events", "segments", "caption"]
 EventType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 _STREAM_ID = re.compile(STREAM_ID_PATTERN)
 DEFAULT_SPORT = "soccer"  # preset 'sports' without a sport; jobs store sport None then

@@ -31,8 +31,9 @@ from tests.conftest import settings_env, wait_for
 from vstream.analysis.records import Event, EventChange
 from vstream.config import ApiSettings, Settings
 from vstream.names import Keys
+from vstream.retry import backoff_s
 from vstream.store import FEED_MAXLEN, ResultStore
-from vstream.webhooks import Dispatcher, Kind, backoff_s, classify, delivery_id_for, sign, verify_signature
+from vstream.webhooks import Dispatcher, Kind, classify, delivery_id_for, sign, verify_signature
 from workers.webhook_worker import lease_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]

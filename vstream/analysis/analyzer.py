@@ -14,13 +14,14 @@ import numpy as np
 
 from vstream.analysis.parse import parse_output
 from vstream.analysis.records import CaptionRecord, ClipResult, SegmentRecord
-from vstream.analysis.results import ParsedOutput, Task
+from vstream.analysis.results import ParsedOutput
 from vstream.analysis.tasks import render
 from vstream.analysis.timeline import observations
 from vstream.blobstore import BlobError, BlobReader
 from vstream.encode import decode_jpeg
 from vstream.model.base import BackendUnavailable, ClipInput, Generation, ModelBackend, TaskSpec
 from vstream.schema import ClipMessage, SchemaError, decode_clip
+from vstream.vocabulary import Task
 
 logger = logging.getLogger(__name__)
 

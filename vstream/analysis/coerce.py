@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vstream.analysis.jsonrepair import BOX_RE, FLOAT_RE, fix_surrogates, marker_groups
-from vstream.analysis.results import Box, Task
+from vstream.analysis.results import Box
+from vstream.vocabulary import Task
 
 # Garbage can yield thousands of warnings; keep the first ones and count the rest.
 MAX_WARNINGS = 100

@@ -43,7 +43,8 @@ from vstream.analysis.jsonrepair import (
     fix_surrogates,
     marker_groups,
 )
-from vstream.analysis.results import TASKS, Box, Caption, Detection, ParsedOutput, Segment, Task
+from vstream.analysis.results import Box, Caption, Detection, ParsedOutput, Segment
+from vstream.vocabulary import TASKS, Task
 
 # The limits stay importable from here (they were defined in this module before the split).
 __all__ = ["MAX_CANDIDATES", "MAX_DEPTH", "MAX_TOKENS", "MAX_WARNINGS", "parse_output"]

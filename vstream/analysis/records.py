@@ -5,18 +5,15 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from vstream.analysis.results import Box, Task
+from vstream.analysis.results import Box
+from vstream.vocabulary import Task, Wire
 
 SCHEMA_VERSION: Literal[1] = 1
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Observation(_Wire):
+class Observation(Wire):
     """One detection from one clip, mapped to stream time."""
 
     label: str
@@ -29,7 +26,7 @@ class Observation(_Wire):
     wall_end: float | None = None
 
 
-class SegmentRecord(_Wire):
+class SegmentRecord(Wire):
     segment_id: str
     stream_id: str
     start: float
@@ -39,7 +36,7 @@ class SegmentRecord(_Wire):
     clip_ids: list[str] = Field(default_factory=list)
 
 
-class CaptionRecord(_Wire):
+class CaptionRecord(Wire):
     stream_id: str
     clip_id: str
     start: float
@@ -48,7 +45,7 @@ class CaptionRecord(_Wire):
     wall_start: float | None = None
 
 
-class ClipResult(_Wire):
+class ClipResult(Wire):
     """Everything one model run produced for one clip; keyed by clip id + model + prompt hash."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -81,7 +78,7 @@ class ClipResult(_Wire):
 EventState = Literal["open", "closed"]
 
 
-class Event(_Wire):
+class Event(Wire):
     """An event tracked across clips: one record however many clips saw it."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -109,7 +106,7 @@ class Event(_Wire):
     updated_at: float = Field(default_factory=time.time)
 
 
-class EventChange(_Wire):
+class EventChange(Wire):
     """What the live feed carries: the event as it is after an open, update or close."""
 
     schema_version: Literal[1] = SCHEMA_VERSION

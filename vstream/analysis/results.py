@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
+
+from vstream.vocabulary import Task, Wire
 
 logger = logging.getLogger(__name__)
 
-Task = Literal["segments", "events", "caption"]
-TASKS: tuple[Task, ...] = ("segments", "events", "caption")
 
 # Model grounding coordinates are integers on a 0..1000 grid regardless of the frame's aspect ratio.
 NORMALIZED_SCALE = 1000.0
@@ -26,18 +26,12 @@ NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length
 Seconds = Annotated[float, Field(ge=0.0)]
 
 
-class _Wire(BaseModel):
-    """Base for types that are serialised to queues/HTTP: immutable, strict about unknown fields."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
 def _check_span(start_s: float, end_s: float) -> None:
     if end_s < start_s:
         raise ValueError(f"end_s ({end_s}) must be >= start_s ({start_s})")
 
 
-class Box(_Wire):
+class Box(Wire):
     """Axis-aligned box in pixels of the clip frame (origin top-left)."""
 
     x1: float = Field(ge=0.0)
@@ -83,7 +77,7 @@ class Box(_Wire):
         )
 
 
-class Detection(_Wire):
+class Detection(Wire):
     """An event recognised in a clip."""
 
     label: NonEmptyStr
@@ -99,7 +93,7 @@ class Detection(_Wire):
         return self
 
 
-class Segment(_Wire):
+class Segment(Wire):
     """A temporal chapter of a clip."""
 
     start_s: Seconds
@@ -113,11 +107,11 @@ class Segment(_Wire):
         return self
 
 
-class Caption(_Wire):
+class Caption(Wire):
     text: NonEmptyStr
 
 
-class ParsedOutput(_Wire):
+class ParsedOutput(Wire):
     """Outcome of parsing one model answer.
 
     ``ok`` means the answer yielded a usable result for ``task``; an explicit empty list ("nothing seen") is

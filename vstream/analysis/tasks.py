@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
-from vstream.analysis.results import TASKS, Task
 from vstream.model.base import TaskSpec
+from vstream.vocabulary import TASKS, Task
 
 
 @cache

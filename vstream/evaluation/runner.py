@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from vstream.analysis.analyzer import Analysis
 from vstream.analysis.records import Event, EventChange, SegmentRecord
-from vstream.analysis.results import Task
 from vstream.config import Settings
 from vstream.evaluation.dataset import EvalItem
 from vstream.evaluation.metrics import PredEvent
@@ -19,6 +18,7 @@ from vstream.evaluation.report import EvalReport, PredSegment, VideoRun, build_r
 from vstream.media.frames import SourceError
 from vstream.model.base import BackendError, ModelBackend
 from vstream.schema import ClipParams, GateParams, IngestRequest
+from vstream.vocabulary import Task
 
 logger = logging.getLogger(__name__)
 

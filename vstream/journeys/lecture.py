@@ -13,10 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from vstream.analysis.records import SegmentRecord
 from vstream.model.base import ModelBackend
+from vstream.vocabulary import Wire
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,7 @@ REDUCE_PROMPT = (
 )
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Chapter(_Wire):
+class Chapter(Wire):
     number: int
     title: str
     start: float
@@ -42,7 +39,7 @@ class Chapter(_Wire):
     summary: str = ""
 
 
-class KeyPoint(_Wire):
+class KeyPoint(Wire):
     t: float = Field(description="Media seconds where the point is made.")
     text: str
 
@@ -68,7 +65,7 @@ _SUMMARY_EXAMPLE: dict[str, Any] = {
 }
 
 
-class LectureSummary(_Wire):
+class LectureSummary(Wire):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [_SUMMARY_EXAMPLE]})
 
     schema_version: int = 1

@@ -11,7 +11,6 @@ their real wall-clock distance, and the first frame of each carries a :class:`Ga
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from dataclasses import dataclass, replace
 from vstream.media.child import DecodeProcess
 from vstream.media.frames import Frame, Gap, SourceError, SourceInfo
 from vstream.media.reader import DecodeSpec
+from vstream.retry import backoff_s
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ class Backoff:
     give_up_s: float = 300.0  # give up after this long without a frame; 0 = never
 
     def delay(self, failures: int) -> float:
-        base = min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
-        return float(base * random.uniform(0.8, 1.2))
+        return backoff_s(failures, self.initial_s, self.max_s, jitter=(0.8, 1.2))
 
     def exhausted(self, failures: int, since_s: float) -> bool:
         return bool(self.attempts and failures >= self.attempts) or bool(

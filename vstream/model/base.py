@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vstream.analysis.results import Task
+from vstream.vocabulary import Task
 
 
 @dataclass(frozen=True)

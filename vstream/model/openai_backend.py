@@ -25,10 +25,8 @@ backend. ``skip_special_tokens: false`` keeps ``<|begin_of_box|>`` markers.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -47,8 +45,9 @@ from vstream.model.openai_frames import (
     probe_clip,
     transport_names,
 )
+from vstream.retry import backoff_s, parse_retry_after
 
-__all__ = ["VENDOR_FIELDS", "OpenAIBackend", "compose_text", "format_seconds", "parse_retry_after"]
+__all__ = ["VENDOR_FIELDS", "OpenAIBackend", "compose_text", "format_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,21 +86,6 @@ def _server_message(resp: httpx.Response) -> str:
             if body.get(key):
                 return str(body[key])
     return json.dumps(body)[:300]
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _check_reply(data: Any) -> str | None:
@@ -439,7 +423,7 @@ class OpenAIBackend:
             # The server said when to come back; capped so a huge value cannot stall a worker.
             return min(retry_after, retry_after_cap)
         # Exponential backoff with jitter, so clips failing together do not retry in lockstep.
-        return float(min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+        return backoff_s(attempt, base, cap)
 
     def _attempt(self, body: bytes) -> _Outcome:
         try:

@@ -18,8 +18,9 @@ from tests.vstream.model.fake_openai_server import FakeOpenAIServer, Reply
 from vstream.config import ModelSettings
 from vstream.encode import decode_jpeg
 from vstream.model.base import BackendError, BackendUnavailable, ClipInput, ModelBackend, TaskSpec
-from vstream.model.openai_backend import VENDOR_FIELDS, OpenAIBackend, format_seconds, parse_retry_after
+from vstream.model.openai_backend import VENDOR_FIELDS, OpenAIBackend, format_seconds
 from vstream.prompts import IMAGES_TIME_MARKS, VIDEO_TIME_MARKS
+from vstream.retry import parse_retry_after
 
 FAST: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}  # retries in milliseconds, not seconds
 
@@ -189,8 +190,8 @@ def test_images_mode_words_the_time_marks_for_images(server: FakeOpenAIServer) -
 
 
 def test_every_task_template_has_the_video_time_marks_sentence() -> None:
-    from vstream.analysis.results import TASKS
     from vstream.analysis.tasks import template
+    from vstream.vocabulary import TASKS
 
     assert all(VIDEO_TIME_MARKS in template(t) for t in TASKS)
 
