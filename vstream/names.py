@@ -208,6 +208,11 @@ class Keys:
         return f"{self.prefix}webhook-cursor"
 
     @property
+    def webhook_dispatcher(self) -> str:
+        """String with a TTL: id of the one webhook worker allowed to dispatch (the others stand by)."""
+        return f"{self.prefix}webhook-dispatcher"
+
+    @property
     def metrics(self) -> str:
         """Hash of cluster-wide counters (``name|label=value,...`` -> number), see vstream.metrics."""
         return f"{self.prefix}metrics"
