@@ -9,27 +9,23 @@ released so a standby takes over at once. One log line per delivery attempt (``v
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
-import socket
 import sys
-import time
-import uuid
 
 import redis.asyncio as aioredis
 
-from api.security import validate_webhook_url
 from vstream.config import Settings, load_settings
 from vstream.names import Keys
 from vstream.redis_conn import connect_async
+from vstream.webhook_urls import check_webhook_url
 from vstream.webhooks import Dispatcher
+from workers.base import Heartbeat, HeartbeatWriter, new_worker_id, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
 LEASE_S = 30
 HEARTBEAT_S = 5.0
+HEARTBEAT_TTL_S = 60
 EXIT_LEASE_LOST = 2
 
 _RENEW = """
@@ -42,9 +38,14 @@ return 0
 """
 
 
-def lease_key(keys: Keys) -> str:
-    """String with a TTL: id of the webhook worker allowed to dispatch (to move into vstream.names.Keys)."""
-    return f"{keys.prefix}webhook-dispatcher"
+class WebhookHeartbeat(Heartbeat):
+    leader: bool  # holds the lease: the one sending
+    stopping: bool
+    attempts: int
+    delivered: int
+    failed: int
+    retries: int
+    cursor: str
 
 
 class WebhookWorker:
@@ -52,11 +53,13 @@ class WebhookWorker:
         self, settings: Settings, *, worker_id: str | None = None, dispatcher: Dispatcher | None = None
     ) -> None:
         self.settings = settings
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_worker_id()
         self.keys = Keys(settings.redis.key_prefix)
+        self.lease_key = self.keys.webhook_dispatcher
         self.dispatcher = dispatcher or Dispatcher(
-            settings, url_guard=lambda url: validate_webhook_url(url, settings.api)
+            settings, url_guard=lambda url: check_webhook_url(url, settings.api)
         )
+        self.beats = HeartbeatWriter(self.keys, "webhooks", self.worker_id, ttl_s=HEARTBEAT_TTL_S)
         self.lease_lost = False
         self.leader = False
 
@@ -65,8 +68,7 @@ class WebhookWorker:
 
     def run(self) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per attempt is ours; no URLs twice
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+        stop_on_signals(self.stop)
         return asyncio.run(self.main())
 
     async def main(self) -> int:
@@ -82,7 +84,7 @@ class WebhookWorker:
             finally:
                 beat.cancel()
                 await asyncio.gather(beat, return_exceptions=True)
-                await r.eval(_RELEASE, 1, lease_key(self.keys), self.worker_id)
+                await r.eval(_RELEASE, 1, self.lease_key, self.worker_id)
                 self.leader = False
                 await self._heartbeat(r)
         finally:
@@ -98,12 +100,12 @@ class WebhookWorker:
         """Become the dispatcher, or stand by (heartbeating) until the lease is free."""
         announced = False
         while not self.dispatcher.stopping.is_set():
-            if await r.set(lease_key(self.keys), self.worker_id, nx=True, ex=LEASE_S):
+            if await r.set(self.lease_key, self.worker_id, nx=True, ex=LEASE_S):
                 self.leader = True
                 logger.info("webhook worker %s is the dispatcher", self.worker_id)
                 return True
             if not announced:
-                holder = await r.get(lease_key(self.keys))
+                holder = await r.get(self.lease_key)
                 holder_id = holder.decode() if isinstance(holder, bytes) else holder
                 logger.info("webhook worker %s standing by (dispatcher: %s)", self.worker_id, holder_id)
                 announced = True
@@ -114,7 +116,7 @@ class WebhookWorker:
     async def _heartbeats(self, r: aioredis.Redis) -> None:
         while True:
             try:
-                if not await r.eval(_RENEW, 1, lease_key(self.keys), self.worker_id, LEASE_S):
+                if not await r.eval(_RENEW, 1, self.lease_key, self.worker_id, LEASE_S):
                     logger.error("webhook worker %s lost its lease; stopping", self.worker_id)
                     self.lease_lost, self.leader = True, False
                     self.dispatcher.stop()
@@ -126,17 +128,17 @@ class WebhookWorker:
 
     async def _heartbeat(self, r: aioredis.Redis) -> None:
         s = self.dispatcher.stats
-        value = {
-            "leader": self.leader,
-            "stopping": self.dispatcher.stopping.is_set(),
-            "attempts": s.attempts,
-            "delivered": s.delivered,
-            "failed": s.failed,
-            "retries": s.retries,
-            "cursor": s.cursor,
-            "at": round(time.time(), 3),
-        }
-        await r.set(self.keys.worker_heartbeat("webhooks", self.worker_id), json.dumps(value), ex=60)
+        beat = WebhookHeartbeat(
+            worker_id=self.worker_id,
+            leader=self.leader,
+            stopping=self.dispatcher.stopping.is_set(),
+            attempts=s.attempts,
+            delivered=s.delivered,
+            failed=s.failed,
+            retries=s.retries,
+            cursor=s.cursor,
+        )
+        await self.beats.awrite(r, beat)
 
 
 def main() -> int:

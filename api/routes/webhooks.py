@@ -16,14 +16,15 @@ from api.deps import Caller, Res, require_stream
 from api.problems import Problem
 from api.schemas.keys import AUTH_ERRORS, JSON_BODY_ERRORS, problem_doc
 from api.schemas.webhooks import Delivery, DeliveryList, Webhook, WebhookCreate, WebhookCreated, WebhookList
-from api.security import WEBHOOK_REFUSED, validate_webhook_url
+from api.security import url_problem
 from vstream.schema import STREAM_ID_PATTERN
-from vstream.webhooks import (
+from vstream.webhook_records import (
     DeliveryRecord,
     WebhookConfig,
     new_secret,
     new_webhook_id,
 )
+from vstream.webhook_urls import WEBHOOK_REFUSED, UnsafeUrl, check_webhook_url
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,10 @@ async def create_webhook(
     """Subscribe a URL to the stream's event changes. Each POST is signed with the secret: see the
     X-Vstream-Signature header (``sha256=`` HMAC-SHA256 of ``"<X-Vstream-Timestamp>." + body``)."""
     require_stream(caller, stream_id)
-    await asyncio.to_thread(validate_webhook_url, body.url, res.settings.api)  # resolves the host
+    try:
+        await asyncio.to_thread(check_webhook_url, body.url, res.settings.api)  # resolves the host
+    except UnsafeUrl as exc:
+        raise url_problem(exc) from exc
     key = res.keys.webhooks(stream_id)
     if await res.redis.hlen(key) >= MAX_WEBHOOKS_PER_STREAM:
         raise Problem(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from vstream.webhooks import KINDS, Kind, Status
+from vstream.webhook_records import KINDS, Kind, Status
 
 _URL = "https://hooks.example.com/vstream"
 _WEBHOOK: dict[str, JsonValue] = {

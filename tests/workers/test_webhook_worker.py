@@ -26,15 +26,14 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.security import validate_webhook_url
 from tests.conftest import settings_env, wait_for
 from vstream.analysis.records import Event, EventChange
 from vstream.config import ApiSettings, Settings
 from vstream.names import Keys
 from vstream.retry import backoff_s
 from vstream.store import FEED_MAXLEN, ResultStore
+from vstream.webhook_urls import check_webhook_url
 from vstream.webhooks import Dispatcher, Kind, classify, delivery_id_for, sign, verify_signature
-from workers.webhook_worker import lease_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 ADMIN = {"Authorization": "Bearer webhook-test-admin"}
@@ -155,7 +154,7 @@ def publish(r: redis.Redis, keys: Keys, stream: str, kind: Kind, event_id: str) 
 @contextmanager
 def dispatching(s: Settings, **options: Any) -> Iterator[Dispatcher]:
     """A Dispatcher running in a thread; stopped (drained) and joined on exit."""
-    d = Dispatcher(s, url_guard=lambda url: validate_webhook_url(url, s.api), **options)
+    d = Dispatcher(s, url_guard=lambda url: check_webhook_url(url, s.api), **options)
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -364,7 +363,7 @@ def test_worker_heartbeat_lease_drain_and_takeover(
     hook = register(api, "cam-1", receiver.url("/hook"))
     first, second = worker(s, tmp_path / "w1.log"), None
     try:
-        wait_for(lambda: redis_client.get(lease_key(keys)), 30, "the first worker to lead")
+        wait_for(lambda: redis_client.get(keys.webhook_dispatcher), 30, "the first worker to lead")
         second = worker(s, tmp_path / "w2.log")
         wait_for(lambda: "standing by" in (tmp_path / "w2.log").read_text(), 30, "the second to stand by")
         publish(redis_client, keys, "cam-1", "open", "ev1")
@@ -385,7 +384,7 @@ def test_worker_heartbeat_lease_drain_and_takeover(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-    assert redis_client.get(lease_key(keys)) is None  # released on a clean stop
+    assert redis_client.get(keys.webhook_dispatcher) is None  # released on a clean stop
     events = [r.headers["x-vstream-event"] for r in receiver.got("/hook")]
     assert events == ["open", "close"], events
     assert "webhook worker" in (tmp_path / "w2.log").read_text()
