@@ -8,12 +8,8 @@ so a job interrupted by SIGTERM, a crash or SIGKILL resumes where it stopped, on
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import redis
@@ -32,12 +28,18 @@ from vstream.names import Keys, Topics
 from vstream.redis_conn import connect
 from vstream.retry import backoff_s
 from vstream.schema import ClipMessage, IngestError, IngestRequest, redact_text, redact_url
+from workers.base import Heartbeat, HeartbeatWriter, new_worker_id, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 _RETRY_BASE_S = 2.0
 _RETRY_CAP_S = 300.0
+HEARTBEAT_TTL_S = 30
+
+
+class IngestHeartbeat(Heartbeat):
+    jobs: int  # jobs running on this worker
 
 
 @dataclass
@@ -177,12 +179,13 @@ class JobRunner:
 class IngestWorker:
     def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
         self.settings = settings
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_worker_id()
         self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
         self.redis = connect(settings.redis)
         self.jobs = JobStore(self.redis, self.keys, settings.job_lease_s)
         self.stopping = threading.Event()
         self.running: dict[str, _Running] = {}
+        self.beats = HeartbeatWriter(self.keys, "ingest", self.worker_id, ttl_s=HEARTBEAT_TTL_S)
 
     def run(self) -> int:
         self.redis.ping()  # fail loudly at start-up, not at the first job
@@ -194,8 +197,7 @@ class IngestWorker:
                 self.topics.clips: self.settings.kafka.clip_partitions,
             },
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
+        stop_on_signals(self.stopping)
         producer = make_producer(self.settings.kafka, client_id=f"vstream-ingest-{self.worker_id}")
         consumer = make_consumer(self.settings.kafka, self.topics.ingest_group, self.topics.ingest_requests)
         runner = JobRunner(self.settings, self.jobs, producer, self.topics, self.worker_id)
@@ -264,8 +266,7 @@ class IngestWorker:
             run.thread.start()
 
     def _heartbeat(self) -> None:
-        key = self.keys.worker_heartbeat("ingest", self.worker_id)
-        self.redis.set(key, f'{{"jobs": {len(self.running)}, "at": {time.time():.3f}}}', ex=30)
+        self.beats.write(self.redis, IngestHeartbeat(worker_id=self.worker_id, jobs=len(self.running)))
 
     def _drain(self) -> None:
         for run in self.running.values():
@@ -286,8 +287,7 @@ def ingest_once(req: IngestRequest, settings: Settings) -> int:
     worker.jobs.submit(req)
     if not worker.jobs.claim(req.job_id, worker.worker_id):
         raise SourceError(f"job {req.job_id} is being run by another worker")
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: worker.stopping.set())
+    stop_on_signals(worker.stopping)
     producer = make_producer(settings.kafka)
     keeper = threading.Thread(target=_keep_lease, args=(worker, req.job_id), daemon=True)
     keeper.start()
