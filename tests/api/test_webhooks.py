@@ -14,7 +14,7 @@ from api.app import create_app
 from tests.api.conftest import make_key
 from vstream.config import Settings
 from vstream.names import Keys
-from vstream.webhooks import DeliveryRecord
+from vstream.webhook_records import DeliveryRecord
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
