@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated
@@ -32,7 +31,7 @@ from api.problems import Problem
 from api.schemas.jobs import JOB_CREATE_EXAMPLES, JobCreate, JobList, JobProgress, JobView
 from api.schemas.keys import AUTH_ERRORS, JSON_BODY_ERRORS, problem_doc
 from api.security import refuse, validate_file_source, validate_source_url
-from vstream.jobs import Status
+from vstream.jobs import Change, JobState, Status
 from vstream.schema import ClipParams, IngestRequest, redact_url
 
 logger = logging.getLogger(__name__)
@@ -42,27 +41,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ACK_TIMEOUT_S = 10.0  # longest a submission waits for Kafka
 _SCAN_BATCH = 200
 _MAX_SCAN = 5000  # job-index entries one list request examines; past that it returns a cursor
-
-# Compare-and-set of a job's status: only from one of the given states, so a finished job stays finished.
-_TRANSITION = """
-if redis.call('type', KEYS[1]).ok ~= 'hash' then return false end
-local current = redis.call('hget', KEYS[1], 'status')
-if not current then return false end
-for i = 3, #ARGV do
-  if ARGV[i] == current then
-    redis.call('hset', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
-    return {current, 1}
-  end
-end
-return {current, 0}
-"""
-# Undo a submission Kafka did not take, unless a worker already holds the job. Only the job's own keys
-# (one hash slot): its index entries are removed afterwards, and readers skip ids whose record is gone.
-_ROLLBACK = """
-if redis.call('exists', KEYS[2]) == 1 or redis.call('hget', KEYS[1], 'status') ~= 'queued' then return 0 end
-redis.call('del', KEYS[1])
-return 1
-"""
 
 _NOT_FOUND = problem_doc(404, "No such job (or not one of your streams)", "No such job", "no job 'job-1'")
 _STREAM_403 = problem_doc(
@@ -142,7 +120,7 @@ async def submit_job(
         await asyncio.wait_for(asyncio.to_thread(_produce, res, req), ACK_TIMEOUT_S + 1)
     except (KafkaError, TimeoutError) as exc:
         reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-        if await asyncio.to_thread(_rollback, res, req):
+        if await asyncio.to_thread(res.jobs.rollback, req):
             logger.warning("job %s not queued, Kafka did not acknowledge: %s", req.job_id, reason)
             raise Problem(
                 503,
@@ -186,8 +164,7 @@ def _record(res: Resources, body: JobCreate, idempotency_key: str | None) -> tup
         )
     except ValidationError as exc:
         raise refuse("body", exc.errors()[0]["msg"]) from exc
-    if res.jobs.submit(req):
-        res.redis_sync.sadd(res.keys.stream_jobs(req.stream_id), job_id)
+    if res.jobs.submit(req, index_stream=True):
         return req, True
     state = res.jobs.get(job_id)
     if state is None:  # only possible for a colliding non-job key
@@ -214,16 +191,6 @@ def _produce(res: Resources, req: IngestRequest) -> None:
         res.topics.ingest_requests, key=req.stream_id.encode(), value=req.model_dump_json().encode()
     )
     future.get(timeout=ACK_TIMEOUT_S)
-
-
-def _rollback(res: Resources, req: IngestRequest) -> bool:
-    keys = res.keys
-    script = res.redis_sync.register_script(_ROLLBACK)
-    if not script(keys=[keys.job(req.job_id), keys.job_lease(req.job_id)]):
-        return False
-    res.redis_sync.zrem(keys.jobs, req.job_id)
-    res.redis_sync.srem(keys.stream_jobs(req.stream_id), req.job_id)
-    return True
 
 
 # ---- read ------------------------------------------------------------------------------------------------
@@ -296,41 +263,20 @@ def _existing(res: Resources, job_id: str) -> JobView:
 
 
 def _load(res: Resources, job_ids: list[bytes]) -> list[JobView | None]:
-    """Views of jobs (None for missing ones) in two pipelined round trips."""
-    pipe = res.redis_sync.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hgetall(res.keys.job(job_id.decode()))
-    raws = pipe.execute(raise_on_error=False)
-    reqs: list[tuple[IngestRequest, dict[bytes, bytes]] | None] = []
-    for raw in raws:
-        ok = isinstance(raw, dict) and b"request" in raw
-        reqs.append((IngestRequest.model_validate_json(raw[b"request"]), raw) if ok else None)
-    pipe = res.redis_sync.pipeline(transaction=False)
-    for item in reqs:
-        if item is not None:
-            stream, params_hash = item[0].stream_id, item[0].params.params_hash
-            pipe.get(res.keys.ingest_progress(stream, params_hash))
-            pipe.hgetall(res.keys.analysis_progress(stream, params_hash))
-    progress = iter(pipe.execute())
-    return [None if item is None else _view(*item, next(progress), next(progress)) for item in reqs]
+    return [None if s is None else _view(s) for s in res.jobs.load([i.decode() for i in job_ids])]
 
 
-def _progress(req: IngestRequest, acked: bytes | None, analysis: dict[bytes, bytes]) -> JobProgress:
-    clips = int(acked) + 1 if acked is not None else 0
-    return JobProgress(
+def _view(state: JobState) -> JobView:
+    req, analysis = state.request, state.analysis
+    clips = state.acked_index + 1
+    progress = JobProgress(
         clips_acked=clips,
         media_seconds=round(clips * req.params.step_seconds, 3),
-        clips_analysed=int(analysis.get(b"analysed", 0)),
-        clips_failed=int(analysis.get(b"failed", 0)),
-        clips_dead_lettered=int(analysis.get(b"dead_lettered", 0)),
-        analysis_complete=analysis.get(b"complete") == b"1",
+        clips_analysed=analysis.analysed,
+        clips_failed=analysis.failed,
+        clips_dead_lettered=analysis.dead_lettered,
+        analysis_complete=analysis.complete,
     )
-
-
-def _view(
-    req: IngestRequest, raw: dict[bytes, bytes], acked: bytes | None, analysis: dict[bytes, bytes]
-) -> JobView:
-    updated = raw.get(b"updated_at")
     return JobView(
         job_id=req.job_id,
         stream_id=req.stream_id,
@@ -340,14 +286,13 @@ def _view(
         params=req.params,
         gate=req.gate,
         realtime=req.realtime,
-        status=raw.get(b"status", b"queued").decode(),
-        error=raw.get(b"error", b"").decode(),
-        attempts=int(raw.get(b"attempts", 0)),
-        progress=_progress(req, acked, analysis),
-        submitted_at=float(raw.get(b"submitted_at", req.submitted_at)),
-        updated_at=float(updated) if updated is not None else None,
-        # what the worker found on opening the source (a URL may be a file); before that, URLs count as live
-        live=raw[b"live"] == b"1" if b"live" in raw else "://" in req.source,
+        status=state.status,
+        error=state.error,
+        attempts=state.attempts,
+        progress=progress,
+        submitted_at=state.submitted_at,
+        updated_at=state.updated_at,
+        live=state.live,
     )
 
 
@@ -366,9 +311,7 @@ def _scan(
     offset = scanned = 0
     last: Anchor | None = None
     while len(found) <= limit and scanned < _MAX_SCAN:
-        batch: list[tuple[bytes, float]] = res.redis_sync.zrevrangebyscore(  # type: ignore[assignment]
-            res.keys.jobs, top, "-inf", start=offset, num=_SCAN_BATCH, withscores=True
-        )
+        batch = res.jobs.page(top, offset, _SCAN_BATCH)
         offset += len(batch)
         fresh = [(m, s) for m, s in batch if m not in seen and not _covered((s, m), anchor)]
         seen.update(m for m, _ in fresh)
@@ -405,9 +348,6 @@ def _decode_cursor(cursor: str) -> Anchor:
 
 # ---- pause, resume, cancel -------------------------------------------------------------------------------
 
-_PAUSABLE = ("queued", "running", "retry", "paused")
-_CANCELLABLE = ("queued", "running", "retry", "paused", "cancelled")
-
 
 @router.post(
     "/{job_id}/pause",
@@ -416,7 +356,7 @@ _CANCELLABLE = ("queued", "running", "retry", "paused", "cancelled")
     responses={**AUTH_ERRORS, 404: _NOT_FOUND, 409: _CONFLICT},
 )
 def pause_job(job_id: JobId, res: Res, caller: Caller) -> JobView:
-    _transition(res, caller, job_id, "paused", _PAUSABLE, "paused")
+    _transition(res, caller, job_id, res.jobs.pause, "paused")
     return _visible(res, caller, job_id)
 
 
@@ -436,7 +376,7 @@ def pause_job(job_id: JobId, res: Res, caller: Caller) -> JobView:
     },
 )
 def resume_job(job_id: JobId, res: Res, caller: Caller) -> JobView:
-    _transition(res, caller, job_id, "queued", ("paused",), "resumed")
+    _transition(res, caller, job_id, res.jobs.resume, "resumed")
     return _visible(res, caller, job_id)
 
 
@@ -458,7 +398,7 @@ def resume_job(job_id: JobId, res: Res, caller: Caller) -> JobView:
 )
 def cancel_job(job_id: JobId, res: Res, caller: Caller) -> Response:
     """Idempotent: cancelling a cancelled job answers 204 again. The job record stays, as 'cancelled'."""
-    _transition(res, caller, job_id, "cancelled", _CANCELLABLE, "cancelled")
+    _transition(res, caller, job_id, res.jobs.cancel, "cancelled")
     return Response(status_code=204)
 
 
@@ -471,15 +411,13 @@ _REFUSALS = {
 
 
 def _transition(
-    res: Resources, caller: Principal, job_id: str, to: Status, allowed: tuple[str, ...], verb: str
+    res: Resources, caller: Principal, job_id: str, change: Callable[[str], Change | None], verb: str
 ) -> None:
     _visible(res, caller, job_id)  # 404 before anything changes
-    script = res.redis_sync.register_script(_TRANSITION)
-    out = script(keys=[res.keys.job(job_id)], args=[to, time.time(), *allowed])
-    if not out:
+    done = change(job_id)
+    if done is None:
         raise Problem(404, "No such job", f"no job {job_id!r}")
-    current, changed = out[0].decode(), int(out[1])
-    if not changed:
+    if not done.changed:
         title, needs = _REFUSALS[verb]
-        raise Problem(409, title, f"job {job_id!r} is {current}; {needs}", status_now=current)
-    logger.info("job %s %s (was %s) by key %r", job_id, verb, current, caller.name)
+        raise Problem(409, title, f"job {job_id!r} is {done.was}; {needs}", status_now=done.was)
+    logger.info("job %s %s (was %s) by key %r", job_id, verb, done.was, caller.name)
