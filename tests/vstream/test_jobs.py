@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from vstream.config import Settings
-from vstream.jobs import JobStore
+from vstream.jobs import ACTIVE, Change, JobStore
 from vstream.names import Keys
 from vstream.schema import IngestRequest
 
@@ -73,3 +73,64 @@ def test_transition_only_from_allowed_states(jobs: JobStore) -> None:
     state = jobs.get("j1")
     assert state is not None and state.status == "paused"
     assert jobs.r.hget(jobs.keys.job("j1"), "owner") == b"w1"
+
+
+def test_submit_writes_record_and_index_in_one_step(jobs: JobStore) -> None:
+    r = req()
+    assert jobs.submit(r, index_stream=True)
+    state = jobs.get("j1")
+    assert state is not None and (state.status, state.attempts, state.acked_index) == ("queued", 0, -1)
+    assert state.submitted_at == r.submitted_at and state.updated_at is None
+    assert jobs.page("+inf", 0, 10) == [(b"j1", r.submitted_at)]
+    assert jobs.stream_job_ids("cam") == ["j1"]
+    again = r.model_copy(update={"source": "/data/other.mp4"})
+    assert not jobs.submit(again, index_stream=True), "same id: a no-op"
+    state = jobs.get("j1")
+    assert state is not None and state.request.source == "/data/a.mp4"
+
+
+def test_load_parses_the_record_and_skips_missing_jobs(jobs: JobStore) -> None:
+    jobs.submit(IngestRequest(job_id="url", stream_id="cam", source="https://example.com/a.mp4"))
+    jobs.submit(req("file"))
+    jobs.record("file", live=1)
+    url, missing, file = jobs.load(["url", "nope", "file"])
+    assert missing is None and url is not None and file is not None
+    assert url.live and url.live_found is None, "a URL counts as live until a worker opened it"
+    jobs.record("url", live=0)
+    assert (jobs.get("url") or url).live is False and file.live is True
+
+
+def test_pause_resume_cancel(jobs: JobStore) -> None:
+    jobs.submit(req())
+    assert jobs.pause("j1") == Change(was="queued", changed=True)
+    assert jobs.pause("j1") == Change(was="paused", changed=True), "pausing a paused job is allowed"
+    assert jobs.resume("j1") == Change(was="paused", changed=True)
+    assert jobs.resume("j1") == Change(was="queued", changed=False), "only a paused job resumes"
+    assert jobs.cancel("j1") == Change(was="queued", changed=True)
+    assert jobs.cancel("j1") == Change(was="cancelled", changed=True), "idempotent"
+    assert jobs.pause("j1") == Change(was="cancelled", changed=False)
+    state = jobs.get("j1")
+    assert state is not None and state.status == "cancelled" and state.updated_at is not None
+    assert jobs.pause("nope") is None and jobs.cancel("nope") is None
+
+
+def test_finished_jobs_refuse_every_change(jobs: JobStore) -> None:
+    jobs.submit(req())
+    jobs.set_status("j1", "done")
+    for change in (jobs.pause, jobs.resume, jobs.cancel):
+        assert change("j1") == Change(was="done", changed=False)
+    assert not jobs.transition("j1", "running", ACTIVE)
+
+
+def test_rollback_removes_an_untaken_job_only(jobs: JobStore) -> None:
+    jobs.submit(req("a"), index_stream=True)
+    jobs.submit(req("b"), index_stream=True)
+    assert jobs.claim("b", "w1")
+    assert jobs.rollback(req("a"))
+    assert jobs.get("a") is None and jobs.stream_job_ids("cam") == ["b"]
+    assert [m for m, _ in jobs.page("+inf", 0, 10)] == [b"b"]
+    assert not jobs.rollback(req("b")), "a worker holds it"
+    jobs.release("b", "w1")
+    jobs.set_status("b", "running")
+    assert not jobs.rollback(req("b")), "no longer queued"
+    assert jobs.get("b") is not None
