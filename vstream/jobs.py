@@ -1,5 +1,9 @@
 """Ingest jobs in Redis: idempotent submission, leased claims, resume progress.
 
+``JobStore`` is the one owner of a job's record, lease and index entries: the API and the ingest worker
+read and write them only through it; the statuses and what pause, resume and cancel may start from are
+defined here.
+
 A request read from Kafka is written here first (keyed by job id, so a redelivered request is a no-op),
 then its Kafka offset is committed. Running a job needs a lease (``SET NX PX``) that its worker renews;
 a worker that dies stops renewing and any other worker takes the job over from its progress.
