@@ -19,6 +19,7 @@ from vstream.config import DecodeSettings
 from vstream.encode import encode_jpeg
 from vstream.gate import MotionGate
 from vstream.media.frames import SourceInfo
+from vstream.media.live import LiveSource
 from vstream.media.source import FrameSource, open_source
 from vstream.schema import SCHEMA_VERSION, ClipMessage, IngestRequest, clip_id_for, redact_url
 
@@ -78,10 +79,46 @@ def start_time_for(req: IngestRequest, start_index: int) -> float:
     return max(0.0, start_index * req.params.step_seconds - 1.0 / req.params.fps)
 
 
-def open_for(req: IngestRequest, decode: DecodeSettings, start_index: int = 0) -> FrameSource:
+def open_for(
+    req: IngestRequest,
+    decode: DecodeSettings,
+    start_index: int = 0,
+    *,
+    stop: threading.Event | None = None,
+) -> FrameSource:
+    """Open the request's source; a live one connects in the background and ``stop`` cancels it."""
     return open_source(
-        req.source, req.params, decode, start=start_time_for(req, start_index), realtime=req.realtime
+        req.source,
+        req.params,
+        decode,
+        start=start_time_for(req, start_index),
+        realtime=req.realtime,
+        stop=stop,
     )
+
+
+class _Emitter:
+    """Gates clips, builds their messages and sends them, counting into ``stats``."""
+
+    def __init__(
+        self, req: IngestRequest, source: FrameSource, sink: ClipSink, stats: IngestStats, quality: int
+    ) -> None:
+        self.req, self.source, self.sink, self.stats, self.quality = req, source, sink, stats, quality
+        self.gate = MotionGate(req.gate)
+
+    def __call__(self, clips: list[Clip]) -> None:
+        for clip in clips:
+            if clip.gap is not None:
+                self.stats.gaps += 1
+                _log_gap(self.req.stream_id, clip)
+            if not self.gate.passes(clip):
+                self.stats.gated += 1
+                continue
+            msg = build_message(clip, self.req, self.source.info, self.quality)
+            self.sink.send(msg)
+            self.stats.clips += 1
+            self.stats.frames += msg.n_frames
+            self.stats.bytes += msg.payload_bytes
 
 
 def run_ingest(
@@ -97,43 +134,12 @@ def run_ingest(
     """Cut ``source`` into clips for ``sink``; returns at the source's end or once ``stop`` is set."""
     stats = IngestStats(start_index=start_index)
     clipper = Clipper(req.params, start_index=start_index)
-    gate = MotionGate(req.gate)
-    # A live stream restarts its media clock at 0; continue the timeline (and the clip ids) where it left off.
-    shift = start_index * req.params.step_seconds if source.info.restarts_at_zero else 0.0
-
-    def emit(clips: list[Clip]) -> None:
-        for clip in clips:
-            if clip.gap is not None:
-                stats.gaps += 1
-                _log_gap(req.stream_id, clip)
-            if not gate.passes(clip):
-                stats.gated += 1
-                continue
-            msg = build_message(clip, req, source.info, quality)
-            sink.send(msg)
-            stats.clips += 1
-            stats.frames += msg.n_frames
-            stats.bytes += msg.payload_bytes
-
+    emit = _Emitter(req, source, sink, stats, quality)
     ended = False
-    watcher = _close_on_stop(source, stop) if stop is not None and source.info.live else None
+    # Watch before reading ``info``: a live source's info waits for a first connection that may never come.
+    watcher = _close_on_stop(source, stop) if stop is not None and _is_live(source) else None
     try:
-        for frame in source.frames():
-            if shift:
-                frame = replace(frame, t=round(frame.t + shift, 6), slot=round(frame.key + shift, 6))
-            stats.media_seconds = frame.t
-            emit(clipper.push(frame))
-            if on_progress is not None:
-                on_progress(frame.t)
-            if stop is not None and stop.is_set():
-                stats.interrupted = True
-                break
-        else:
-            if stop is not None and stop.is_set():
-                stats.interrupted = True  # the watcher closed a live source that had nothing to send
-            else:
-                ended = True
-                emit(clipper.finish(source.info.duration))
+        ended = _pump(source, clipper, emit, stats, stop, on_progress, start_index * req.params.step_seconds)
     finally:
         if watcher is not None:
             watcher.set()
@@ -145,6 +151,39 @@ def run_ingest(
             # A file that is merely interrupted resumes from its acknowledged clip instead.
             _flush(clipper, emit)
     return stats
+
+
+def _is_live(source: FrameSource) -> bool:
+    return isinstance(source, LiveSource) or source.info.live
+
+
+def _pump(
+    source: FrameSource,
+    clipper: Clipper,
+    emit: Callable[[list[Clip]], None],
+    stats: IngestStats,
+    stop: threading.Event | None,
+    on_progress: Callable[[float], None] | None,
+    resume_at: float,
+) -> bool:
+    """Feed the source's frames to the clipper; True when the source reached its end."""
+    # A live stream restarts its media clock at 0; continue the timeline (and the clip ids) where it left off.
+    shift = resume_at if source.info.restarts_at_zero else 0.0
+    for frame in source.frames():
+        if shift:
+            frame = replace(frame, t=round(frame.t + shift, 6), slot=round(frame.key + shift, 6))
+        stats.media_seconds = frame.t
+        emit(clipper.push(frame))
+        if on_progress is not None:
+            on_progress(frame.t)
+        if stop is not None and stop.is_set():
+            stats.interrupted = True
+            return False
+    if stop is not None and stop.is_set():
+        stats.interrupted = True  # the watcher closed a live source that had nothing to send
+        return False
+    emit(clipper.finish(source.info.duration))
+    return True
 
 
 def _log_gap(stream_id: str, clip: Clip) -> None:

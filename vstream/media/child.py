@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vstream.media.frames import Frame, SourceError, SourceInfo
@@ -75,7 +75,9 @@ def _make_reader(spec: DecodeSpec) -> Reader:
 class DecodeProcess:
     """Parent side: ``info`` once opened, then iterate :meth:`frames`; always :meth:`close`."""
 
-    def __init__(self, spec: DecodeSpec, *, stall_timeout_s: float) -> None:
+    def __init__(
+        self, spec: DecodeSpec, *, stall_timeout_s: float, cancel: Callable[[], bool] | None = None
+    ) -> None:
         self.spec = spec
         self.stall_timeout_s = stall_timeout_s
         self._queue: Any = _CTX.Queue(maxsize=_QUEUE_FRAMES)
@@ -84,7 +86,7 @@ class DecodeProcess:
         )
         self._proc.start()
         self.ended = False  # the source reached its end (rather than failing or stalling)
-        first = self._get(stall_timeout_s + _STARTUP_GRACE_S)
+        first = self._get(stall_timeout_s + _STARTUP_GRACE_S, cancel)
         if not isinstance(first, InfoMessage):
             self.close()
             raise SourceError(f"decoder sent {type(first).__name__} before source info")
@@ -102,12 +104,15 @@ class DecodeProcess:
         finally:
             self.close()
 
-    def _get(self, timeout: float) -> ChildMessage:
+    def _get(self, timeout: float, cancel: Callable[[], bool] | None = None) -> ChildMessage:
         deadline = time.monotonic() + timeout
         while True:
             try:
                 msg: ChildMessage = self._queue.get(timeout=_POLL_S)
             except queue.Empty:
+                if cancel is not None and cancel():  # an open can take the whole stall timeout
+                    self.close()
+                    raise SourceError(f"opening {self.spec.label} was cancelled") from None
                 if not self._proc.is_alive():
                     code = self._proc.exitcode
                     raise SourceError(

@@ -89,22 +89,57 @@ class LiveSource:
     """
 
     def __init__(
-        self, spec: DecodeSpec, *, stall_timeout_s: float, buffer_frames: int, backoff: Backoff
+        self,
+        spec: DecodeSpec,
+        *,
+        stall_timeout_s: float,
+        buffer_frames: int,
+        backoff: Backoff,
+        stop: threading.Event | None = None,
     ) -> None:
         self.spec, self.backoff, self.stall_timeout_s = spec, backoff, stall_timeout_s
         self.buffer = DropOldestBuffer(buffer_frames)
         self.reconnects = 0
         self.gaps = 0
+        self.finite = False
         self._stop = threading.Event()
+        self._cancel = stop  # the caller's stop (job pause, drain): honoured while the first connect waits
+        self._ready = threading.Event()  # the first connection succeeded or the source gave up
+        self._info: SourceInfo | None = None
+        self._error: SourceError | None = None
         self._timeline = _Timeline(spec.fps)
         self._last_frame_at = time.monotonic()
-        first = self._connect_first()
-        self.finite = first.info.duration is not None
-        self.info: SourceInfo = (
-            replace(first.info, live=False, restarts_at_zero=False) if self.finite else first.info
-        )
-        self._thread = threading.Thread(target=self._run, args=(first,), name="vstream-live", daemon=True)
+        # The first connect runs in the reader thread: a stream that never starts must stay cancellable.
+        self._thread = threading.Thread(target=self._start, name="vstream-live", daemon=True)
         self._thread.start()
+
+    @property
+    def info(self) -> SourceInfo:
+        """What the first connection reported; waits for it. Raises the SourceError of a source that gave
+        up first. Once stopped before any connection, a provisional live info (nothing will be read)."""
+        while not self._ready.wait(0.2):
+            if self._stopping():
+                return _provisional(self.spec)
+        if self._error is not None:
+            raise self._error
+        return self._info if self._info is not None else _provisional(self.spec)
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self._cancel is not None and self._cancel.is_set())
+
+    def _start(self) -> None:
+        try:
+            first = self._connect_first()
+        except SourceError as exc:
+            stopped = self._stopping()  # stopped before the stream ever started: not a failure
+            self._error = None if stopped else exc
+            self._ready.set()
+            self.buffer.close(None if stopped else exc)
+            return
+        self.finite = first.info.duration is not None
+        self._info = replace(first.info, live=False, restarts_at_zero=False) if self.finite else first.info
+        self._ready.set()
+        self._run(first)
 
     @property
     def dropped(self) -> int:
@@ -114,11 +149,11 @@ class LiveSource:
         failures, started = 0, time.monotonic()
         while True:
             try:
-                return DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s)
+                return DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s, cancel=self._stopping)
             except SourceError as exc:
                 failures += 1
                 waited = time.monotonic() - started
-                if exc.fatal or self.backoff.exhausted(failures, waited) or self._stop.is_set():
+                if exc.fatal or self.backoff.exhausted(failures, waited) or self._stopping():
                     raise SourceError(
                         f"{exc} (gave up after {failures} attempts in {waited:.0f} s)", fatal=exc.fatal
                     ) from None
@@ -127,12 +162,14 @@ class LiveSource:
     def _sleep(self, failures: int, exc: Exception) -> None:
         delay = self.backoff.delay(failures)
         logger.warning("live source %s: %s; retrying in %.1f s", self.spec.label, exc, delay)
-        self._stop.wait(delay)
+        deadline = time.monotonic() + delay
+        while not self._stopping() and (left := deadline - time.monotonic()) > 0:
+            self._stop.wait(min(left, 0.2))
 
     def _reconnect(self, failures: int) -> DecodeProcess | None:
         """One connection attempt; None to try again later. Raises SourceError when it is time to give up."""
         try:
-            proc = DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s)
+            proc = DecodeProcess(self.spec, stall_timeout_s=self.stall_timeout_s, cancel=self._stopping)
         except SourceError as exc:
             outage = time.monotonic() - self._last_frame_at
             if exc.fatal or self.backoff.exhausted(failures, outage):
@@ -148,7 +185,7 @@ class LiveSource:
     def _run(self, proc: DecodeProcess | None) -> None:
         failures = 0
         try:
-            while not self._stop.is_set():
+            while not self._stopping():
                 if proc is None:
                     failures += 1
                     proc = self._reconnect(failures)
@@ -164,7 +201,7 @@ class LiveSource:
                 if proc.ended and self.finite:
                     break
                 proc = None
-                if not self._stop.is_set() and failures:
+                if not self._stopping() and failures:
                     self._sleep(failures, SourceError("stream ended or stalled"))
             self.buffer.close()
         except SourceError as exc:
@@ -176,7 +213,7 @@ class LiveSource:
         self._timeline.new_connection()
         try:
             for frame in proc.frames():
-                if self._stop.is_set():
+                if self._stopping():
                     break
                 placed = self._timeline.place(frame, finite=self.finite)
                 if placed is None:
@@ -207,6 +244,22 @@ class LiveSource:
         self._stop.set()
         self.buffer.close()
         self._thread.join(timeout=10)
+
+
+def _provisional(spec: DecodeSpec) -> SourceInfo:
+    """The info of a live source stopped before it ever connected: live, size unknown."""
+    return SourceInfo(
+        width=0,
+        height=0,
+        out_width=0,
+        out_height=0,
+        fps=spec.fps,
+        duration=None,
+        codec="",
+        live=True,
+        backend=spec.backend,
+        restarts_at_zero=True,
+    )
 
 
 class _Timeline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,7 +20,8 @@ from vstream.schema import ClipParams
 
 
 class FrameSource(Protocol):
-    info: SourceInfo
+    @property
+    def info(self) -> SourceInfo: ...
 
     @property
     def dropped(self) -> int: ...
@@ -75,8 +77,12 @@ def open_source(
     *,
     start: float = 0.0,
     realtime: bool = False,
+    stop: threading.Event | None = None,
 ) -> FrameSource:
-    """Open a file path or a live URL (rtsp, rtmp, http(s)/HLS, udp, srt, tcp); raises SourceError."""
+    """Open a file path or a live URL (rtsp, rtmp, http(s)/HLS, udp, srt, tcp); raises SourceError.
+
+    A live URL returns at once: it connects in the background, and ``stop`` (or ``close()``) cancels a
+    stream that never starts; its ``info`` waits for the first connection and raises if it gave up."""
     check_scheme(source)
     live = is_live_url(source)
     if not live:
@@ -110,5 +116,6 @@ def open_source(
             stall_timeout_s=decode.live_stall_timeout_s,
             buffer_frames=decode.live_buffer_frames,
             backoff=backoff,
+            stop=stop,
         )
     return FileSource(spec, stall_timeout_s=decode.stall_timeout_s, realtime=realtime)

@@ -107,8 +107,49 @@ def test_live_stream_reconnects_and_keeps_time_increasing(tmp_path: Path) -> Non
 
 def test_unreachable_live_source_gives_up_with_a_clear_error() -> None:
     decode = DecodeSettings(reconnect_initial_s=0.1, reconnect_attempts=2)
+    source = open_source(f"rtsp://127.0.0.1:{_free_port()}/cam", ClipParams(), decode)
     with pytest.raises(SourceError, match="gave up after 2 attempts"):
-        open_source(f"rtsp://127.0.0.1:{_free_port()}/cam", ClipParams(), decode)
+        source.info  # noqa: B018 - the first connect runs in the background; info reports its outcome
+    with pytest.raises(SourceError, match="gave up after 2 attempts"):
+        list(source.frames())
+
+
+@pytest.mark.parametrize("scheme", ["udp", "rtsp"])
+def test_a_stream_that_never_starts_stops_soon_after_stop_is_set(scheme: str) -> None:
+    """Opening returns at once; the first connect (a UDP open that waits for data, or refused RTSP
+    connects retried) honours ``stop`` instead of the give-up window (300 s by default)."""
+    stop = threading.Event()
+    started = time.monotonic()
+    source = open_source(
+        f"{scheme}://127.0.0.1:{_free_port()}/cam", ClipParams(), DecodeSettings(), stop=stop
+    )
+    assert time.monotonic() - started < 1.0, "opening a live URL must not wait for the stream"
+    threading.Timer(1.0, stop.set).start()
+    info = source.info
+    frames = list(source.frames())
+    source.close()
+    took = time.monotonic() - started
+    assert took < 3.5, f"stopped {took - 1.0:.1f} s after stop.set()"
+    assert info.live and frames == []
+
+
+def test_ingest_of_a_stream_that_never_starts_is_interrupted_by_stop() -> None:
+    from vstream.ingest import open_for, run_ingest
+    from vstream.schema import IngestRequest
+
+    req = IngestRequest(job_id="never", stream_id="never", source=f"udp://127.0.0.1:{_free_port()}")
+    stop = threading.Event()
+    source = open_for(req, DecodeSettings())  # a caller that does not hand ``stop`` to the open
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    stats = run_ingest(req, source, sink=_NoSink(), stop=stop)
+    assert stats.interrupted and stats.clips == 0
+    assert time.monotonic() - started < 3.5
+
+
+class _NoSink:
+    def send(self, msg: object) -> None:
+        raise AssertionError("nothing to send")
 
 
 def test_realtime_replay_is_paced_and_wall_clocked(tmp_path: Path) -> None:
