@@ -48,10 +48,46 @@ ROOT = Path(__file__).resolve().parent.parent
 class Rate:
     clips: int
     seconds: float
+    cpu_s: float = 0.0  # CPU seconds of the client side (the bench's threads, or the worker process)
+    server_cpu_s: float = 0.0  # of the model server's processes, when they can be found (local vLLM)
 
     @property
     def per_s(self) -> float:
         return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+    def cpu_line(self) -> str:
+        server = f", server {1000 * self.server_cpu_s / self.clips:.1f}" if self.server_cpu_s else ""
+        return f"CPU ms/clip: client {1000 * self.cpu_s / self.clips:.1f}{server}"
+
+
+def _proc_cpu_s(pids: tuple[int, ...]) -> float:
+    """utime + stime of these processes (and their finished children) from /proc, in seconds."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
+def server_pids(base_url: str) -> tuple[int, ...]:
+    """The local model server's processes (vLLM forks engine workers), to charge its CPU per clip; empty
+    when the server is not on this machine or not vLLM."""
+    if "127.0.0.1" not in base_url and "localhost" not in base_url:
+        return ()
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"vllm" in cmd or b"VLLM" in cmd:
+            found.append(int(proc.name))
+    return tuple(found)
 
 
 def make_clips(
@@ -83,7 +119,9 @@ def make_clips(
     return out
 
 
-def direct(analyzer: ClipAnalyzer, clips: list[ClipMessage], concurrency: int) -> Rate:
+def direct(
+    analyzer: ClipAnalyzer, clips: list[ClipMessage], concurrency: int, servers: tuple[int, ...] = ()
+) -> Rate:
     """All clips through the analyzer from ``concurrency`` threads; every clip must get an answer."""
     todo, lock, failures = list(clips), threading.Lock(), []
 
@@ -98,14 +136,19 @@ def direct(analyzer: ClipAnalyzer, clips: list[ClipMessage], concurrency: int) -
                 failures.append(a.error)
 
     threads = [threading.Thread(target=loop) for _ in range(concurrency)]
-    started = time.perf_counter()
+    started, cpu, server = time.perf_counter(), time.process_time(), _proc_cpu_s(servers)
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if failures:
         raise RuntimeError(f"{len(failures)} clips got no answer under direct load: {failures[0]}")
-    return Rate(len(clips), time.perf_counter() - started)
+    return Rate(
+        len(clips),
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+        _proc_cpu_s(servers) - server if servers else 0.0,
+    )
 
 
 def worker_env(s: Settings, m: ModelSettings, log_level: str = "WARNING") -> dict[str, str]:
@@ -162,6 +205,7 @@ def through_worker(
     clips: list[ClipMessage],
     log: Path,
     log_level: str = "WARNING",
+    servers: tuple[int, ...] = (),
 ) -> Rate:
     topics, keys = Topics(s.kafka.topic_prefix), Keys(s.redis.key_prefix)
     r = redis.Redis.from_url(s.redis.url)
@@ -176,10 +220,13 @@ def through_worker(
     await_partitions(s, topics.clips)
     producer = make_producer(s.kafka, client_id="bench-serve")
 
-    def publish(batch: list[ClipMessage]) -> None:
-        for c in batch:
-            producer.send(topics.clips, key=c.stream_id.encode(), value=encode_clip(c))
+    def publish(batch: list[tuple[bytes, bytes]]) -> None:
+        for key, value in batch:
+            producer.send(topics.clips, key=key, value=value)
         producer.flush(timeout=60)
+
+    # encoded before the clock starts: serialising clips is the ingest side's cost, not the worker's
+    encoded = [[(c.stream_id.encode(), encode_clip(c)) for c in batch] for batch in (warm, clips)]
 
     def stored(batch: list[ClipMessage]) -> int:
         return sum(int(r.zcard(keys.results(st))) for st in {c.stream_id for c in batch})
@@ -190,12 +237,17 @@ def through_worker(
             cmd, env=worker_env(s, m, log_level), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
         )
     try:
-        publish(warm)
+        publish(encoded[0])
         wait(lambda: stored(warm) >= len(warm), 600, "the warm-up clips", proc)
-        started = time.perf_counter()
-        publish(clips)
+        started, cpu, server = time.perf_counter(), _proc_cpu_s((proc.pid,)), _proc_cpu_s(servers)
+        publish(encoded[1])
         wait(lambda: stored(clips) >= len(clips), 1800, "every timed clip", proc)
-        return Rate(len(clips), time.perf_counter() - started)
+        return Rate(
+            len(clips),
+            time.perf_counter() - started,
+            _proc_cpu_s((proc.pid,)) - cpu,
+            _proc_cpu_s(servers) - server if servers else 0.0,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -245,6 +297,7 @@ def run(args: argparse.Namespace) -> float:
         f"server {args.base_url} model {args.model}: {len(clips)} clips of {args.frames_per_clip} frames "
         f"{args.side}x{args.side}, {args.streams} streams, max_new_tokens {args.max_new_tokens}"
     )
+    servers = server_pids(args.base_url)
     backend = make_backend(model_settings(args, max(levels)))
     frames = getattr(getattr(backend, "transport", None), "name", args.frames)
     tmp = Path(tempfile.mkdtemp(prefix="vstream-bench-serve-"))
@@ -253,8 +306,11 @@ def run(args: argparse.Namespace) -> float:
         direct(analyzer, warm, max(levels))  # warm the server (and its caches of the warm-up clips only)
         rates = {}
         for n in levels:
-            rates[n] = direct(analyzer, clips, n)
-            print(f"  direct, {n:3d} in flight: {rates[n].per_s:7.3f} clips/s ({rates[n].seconds:.1f} s)")
+            rates[n] = direct(analyzer, clips, n, servers)
+            print(
+                f"  direct, {n:3d} in flight: {rates[n].per_s:7.3f} clips/s ({rates[n].seconds:.1f} s; "
+                f"{rates[n].cpu_line()})"
+            )
     finally:
         backend.close()
     best = max(rates, key=lambda n: rates[n].per_s)
@@ -269,11 +325,14 @@ def run(args: argparse.Namespace) -> float:
     s = s.model_copy(update={"blobs": s.blobs.model_copy(update={"root": tmp / "blobs"})})
     m = model_settings(args, in_flight).model_copy(update={"frames": frames})
     try:
-        worker = through_worker(s, m, warm, clips, tmp / "infer.log", args.worker_log_level)
+        worker = through_worker(s, m, warm, clips, tmp / "infer.log", args.worker_log_level, servers)
     finally:
         cleanup(s)
     ratio = worker.per_s / rates[best].per_s
-    print(f"  worker,  {in_flight:3d} in flight: {worker.per_s:7.3f} clips/s ({worker.seconds:.1f} s)")
+    print(
+        f"  worker,  {in_flight:3d} in flight: {worker.per_s:7.3f} clips/s ({worker.seconds:.1f} s; "
+        f"{worker.cpu_line()})"
+    )
     print(f"worker / best direct ({best} in flight): {ratio:.2f}  (target >= 0.9)")
     return ratio
 

@@ -71,11 +71,22 @@ class Counters:
             raise ValueError(f"unknown metric {name!r}")
         if not amount:
             return
-        field = name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         try:
-            self.r.hincrbyfloat(self.key, field, amount)
+            self.r.hincrbyfloat(self.key, _field(name, labels), amount)
         except redis.RedisError as exc:
             logger.debug("metric %s not recorded: %s", name, exc)
+
+    def add_to(self, pipe: redis.client.Pipeline, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Queue the increment on a caller's pipeline: per-clip counters ride along with the clip's other
+        writes instead of costing a round trip each."""
+        if name not in HELP:
+            raise ValueError(f"unknown metric {name!r}")
+        if amount:
+            pipe.hincrbyfloat(self.key, _field(name, labels), amount)
+
+
+def _field(name: str, labels: dict[str, str]) -> str:
+    return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def _parse(field: str) -> tuple[str, dict[str, str]]:

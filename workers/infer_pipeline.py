@@ -43,6 +43,7 @@ class Slot(Generic[C, A]):
     ready_since: float = 0.0
     started_at: float = 0.0
     dropped: bool = False  # its partition was revoked: whatever inference returns is thrown away
+    attempts: int = 0  # runs counted in Redis, as of the last count (spares a read per finished clip)
 
 
 @dataclass

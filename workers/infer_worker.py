@@ -17,6 +17,7 @@ up to ``model.outage_window_s``, reports the outage in its heartbeat, and resume
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import os
 import signal
@@ -28,11 +29,13 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import redis
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from vstream.analysis.analyzer import Analysis, ClipAnalyzer
+from vstream.analysis.records import ClipResult
 from vstream.blobstore import open_blob_store
 from vstream.config import Settings
 from vstream.kafka_io import ensure_topics, make_consumer, make_producer
@@ -43,6 +46,7 @@ from vstream.names import Keys, Topics
 from vstream.redis_conn import connect
 from vstream.schema import ClipMessage, SchemaError, decode_clip
 from vstream.store import ResultStore, load_segments
+from vstream.vocabulary import Task
 from workers.infer_pipeline import OutageGate, Pipeline, Slot
 
 logger = logging.getLogger(__name__)
@@ -225,8 +229,10 @@ class InferWorker:
         """Count this run before it starts; a clip started too often without a result is dead-lettered."""
         clip = slot.clip
         key = self.keys.clip_attempts(clip.clip_id)
-        attempts = int(self.redis.incr(key))
-        self.redis.expire(key, 7 * 86400)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 7 * 86400)
+        attempts = slot.attempts = int(pipe.execute()[0])
         if attempts <= MAX_ATTEMPTS:
             return True
         error = f"clip {clip.clip_id} was started {attempts - 1} times without a result"
@@ -267,6 +273,7 @@ class InferWorker:
             self.gate.failed(now, slot.started_at, a.error or "unavailable", a.retry_after)
             if not self.gate.longer_than(now, window):
                 self.redis.decr(self.keys.clip_attempts(slot.clip.clip_id))  # not the clip's fault
+                slot.attempts -= 1
                 self.pipeline.again(slot, now, now)
                 return
             logger.error("model server unavailable for over %.0f s: attempts count again", window)
@@ -275,7 +282,7 @@ class InferWorker:
             if lasted is not None:
                 logger.warning("model server answers again after %.1f s of outage; resuming", lasted)
                 self.counters.add("model_outage_seconds", lasted)
-        attempts = int(self.redis.get(self.keys.clip_attempts(slot.clip.clip_id)) or 0)
+        attempts = slot.attempts
         if a.result is None and a.retryable and attempts < MAX_ATTEMPTS:
             logger.warning(
                 "clip %s stream=%s outcome=retry attempt=%d error=%s",
@@ -322,17 +329,13 @@ class InferWorker:
         self._producer.send(
             self.topics.results, key=clip.stream_id.encode(), value=a.result.model_dump_json().encode()
         )
-        self.redis.delete(self.keys.clip_attempts(clip.clip_id))
+        self._after_commit(clip, commit.outcome, a.result)
         self.processed += 1
         if clip.task == "segments" and (
             clip.last or clip.index % SUMMARY_EVERY_CLIPS == SUMMARY_EVERY_CLIPS - 1
         ):
             self._summarize(clip)
         outcome = commit.outcome if a.result.ok else f"{commit.outcome}-parse-failure"
-        self.counters.add("clips_analysed", outcome=commit.outcome)
-        self.counters.add("model_seconds", a.result.model_seconds)
-        if not a.result.ok:
-            self.counters.add("parse_failures", stream=clip.stream_id)
         logger.info(
             "clip %s stream=%s outcome=%s queue_delay_s=%.2f model_s=%.2f events=%d changes=%d tokens=%d",
             clip.clip_id,
@@ -344,6 +347,19 @@ class InferWorker:
             len(commit.changes),
             a.result.visual_tokens,
         )
+
+    def _after_commit(self, clip: ClipMessage, outcome: str, result: ClipResult) -> None:
+        """The clip's bookkeeping in one round trip: its attempt count goes, its counters go up."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.clip_attempts(clip.clip_id))
+        self.counters.add_to(pipe, "clips_analysed", outcome=outcome)
+        self.counters.add_to(pipe, "model_seconds", result.model_seconds)
+        if not result.ok:
+            self.counters.add_to(pipe, "parse_failures", stream=clip.stream_id)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:  # the result is stored; a leftover count expires by itself
+            logger.warning("clip %s: bookkeeping not written: %s", clip.clip_id, exc)
 
     def _drop_blob(self, clip: ClipMessage) -> None:
         """A claim-checked clip's frames are not needed once its result is stored (best effort: the
@@ -470,8 +486,12 @@ class InferWorker:
         return backend.model_id if backend is not None else self.settings.model.model
 
     def _task_hash(self, clip: ClipMessage) -> str:
-        from vstream.analysis.tasks import render
+        return _prompt_hash(clip.task, round(clip.t_end - clip.t_start, 3), tuple(clip.event_types))
 
-        return render(
-            clip.task, duration_s=round(clip.t_end - clip.t_start, 3), event_types=clip.event_types
-        ).prompt_hash
+
+@functools.lru_cache(maxsize=256)
+def _prompt_hash(task: Task, duration_s: float, event_types: tuple[str, ...]) -> str:
+    """Clips of one job share task, length and event types: render their prompt once, not per clip."""
+    from vstream.analysis.tasks import render
+
+    return render(task, duration_s=duration_s, event_types=list(event_types)).prompt_hash
