@@ -20,11 +20,8 @@ import concurrent.futures
 import functools
 import logging
 import os
-import signal
-import socket
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +44,7 @@ from vstream.redis_conn import connect
 from vstream.schema import ClipMessage, SchemaError, decode_clip
 from vstream.store import ResultStore, load_segments
 from vstream.vocabulary import Task
+from workers.base import HeartbeatWriter, new_worker_id, stop_on_signals
 from workers.infer_pipeline import OutageGate, Pipeline, Slot
 
 logger = logging.getLogger(__name__)
@@ -78,7 +76,7 @@ class InferWorker:
         self, settings: Settings, backend: ModelBackend | None = None, *, worker_id: str | None = None
     ):
         self.settings = settings
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_worker_id()
         self.topics, self.keys = Topics(settings.kafka.topic_prefix), Keys(settings.redis.key_prefix)
         self.redis = connect(settings.redis)
         self.store = ResultStore(self.redis, self.keys, retention_s=settings.retention_s)
@@ -97,7 +95,8 @@ class InferWorker:
         self._backlog: deque[ConsumerRecord] = deque()  # polled, not taken (never committed past)
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
-        self._last_commit = self._last_beat = 0.0
+        self._last_commit = 0.0
+        self.beats = HeartbeatWriter(self.keys, "infer", self.worker_id, ttl_s=60, every_s=HEARTBEAT_EVERY_S)
 
     def run(self) -> int:
         self.redis.ping()
@@ -113,8 +112,7 @@ class InferWorker:
         self._active_backend = backend
         m = self.settings.model
         analyzer = ClipAnalyzer(backend, self.blobs, thinking=m.thinking, max_new_tokens=m.max_new_tokens)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
+        stop_on_signals(self.stopping)
         consumer = make_consumer(
             self.settings.kafka,
             self.topics.infer_group,
@@ -465,10 +463,9 @@ class InferWorker:
         os._exit(EXIT_STUCK)
 
     def _heartbeat(self) -> None:
-        now = time.monotonic()
-        if now - self._last_beat < HEARTBEAT_EVERY_S:
+        if not self.beats.due():
             return
-        self._last_beat = now
+        now = time.monotonic()
         since = self.gate.since
         beat = InferHeartbeat(
             worker_id=self.worker_id,
@@ -479,7 +476,7 @@ class InferWorker:
             outage_since=None if since is None else round(time.time() - (now - since), 3),
             outage_error=self.gate.error[:300],
         )
-        self.redis.set(self.keys.worker_heartbeat("infer", self.worker_id), beat.model_dump_json(), ex=60)
+        self.beats.write(self.redis, beat)
 
     def _model_id(self) -> str:
         backend = self._active_backend or self._backend

@@ -85,7 +85,7 @@ class _NoModel:
 
 
 def _jobs_of(res: Res, stream_id: str) -> list[dict[str, Any]]:
-    ids = sorted(i.decode() for i in res.redis_sync.smembers(res.keys.stream_jobs(stream_id)))  # type: ignore[union-attr]
+    ids = res.jobs.stream_job_ids(stream_id)
     out = []
     for job_id in ids:
         state = res.jobs.get(job_id)

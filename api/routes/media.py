@@ -56,7 +56,7 @@ def _hash(token: str) -> str:
 
 def file_source(res: Resources, stream_id: str) -> Path | None:
     """The newest of the stream's job sources that is a file under the media roots, if any."""
-    ids = [i.decode() for i in res.redis_sync.smembers(res.keys.stream_jobs(stream_id))]  # type: ignore[union-attr]
+    ids = res.jobs.stream_job_ids(stream_id)
     requests = [s.request for s in (res.jobs.get(i) for i in ids) if s is not None]
     for req in sorted(requests, key=lambda r: r.submitted_at, reverse=True):
         if "://" in req.source and not req.source.lower().startswith("file:"):

@@ -7,25 +7,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
 from redis.crc import key_slot
 
-from api.routes import jobs as jobs_route
 from api.routes import results as results_route
 from tests.helpers.results import PARAMS, commit
 from vstream.config import Settings
-from vstream.jobs import JobStore
+from vstream.jobs import Change, JobStore
 from vstream.names import Keys
 from vstream.redis_conn import connect, delete_matching, is_cluster
 from vstream.schema import IngestRequest
 from vstream.store import ResultStore
-from vstream.webhooks import _ENQUEUE, _SETTLE, DeliveryRecord, Dispatcher
+from vstream.webhook_records import DeliveryRecord
+from vstream.webhooks import Dispatcher
 
 REPO = Path(__file__).resolve().parents[2]
 ON_CLUSTER = pytest.mark.parametrize("redis_backend", ["cluster"], indirect=True)
@@ -73,10 +71,10 @@ COVERED = {
     ("vstream/jobs.py", "_RENEW"),
     ("vstream/jobs.py", "_TRANSITION"),
     ("vstream/jobs.py", "_RELEASE"),
-    ("vstream/webhooks.py", "_ENQUEUE"),
-    ("vstream/webhooks.py", "_SETTLE"),
-    ("api/routes/jobs.py", "_TRANSITION"),
-    ("api/routes/jobs.py", "_ROLLBACK"),
+    ("vstream/webhook_store.py", "_ENQUEUE"),
+    ("vstream/webhook_store.py", "_SETTLE"),
+    ("vstream/jobs.py", "_SUBMIT"),
+    ("vstream/jobs.py", "_ROLLBACK"),
     ("api/routes/results.py", "PAGE_LUA"),
     ("workers/webhook_worker.py", "_RENEW"),
     ("workers/webhook_worker.py", "_RELEASE"),
@@ -115,13 +113,11 @@ def test_job_scripts_run_on_the_cluster(cluster: redis.Redis, settings: Settings
     assert jobs.transition("j-1", "running", ("queued",), owner="w1")
     jobs.release("j-1", "w1")
     assert not cluster.exists(keys.job_lease("j-1"))
-    script = cluster.register_script(jobs_route._TRANSITION)
-    assert script(keys=[keys.job("j-1")], args=["paused", time.time(), "running"]) == [b"running", 1]
+    assert jobs.pause("j-1") == Change(was="running", changed=True)
     # the API's rollback of a submission Kafka did not take (job, lease, index, stream set: three slots)
-    assert jobs.submit(request("j-2", "cam-2"))
-    cluster.sadd(keys.stream_jobs("cam-2"), "j-2")
-    res = SimpleNamespace(redis_sync=cluster, keys=keys)
-    assert jobs_route._rollback(cast(Any, res), request("j-2", "cam-2"))
+    assert jobs.submit(request("j-2", "cam-2"), index_stream=True)
+    assert cluster.sismember(keys.stream_jobs("cam-2"), "j-2")
+    assert jobs.rollback(request("j-2", "cam-2"))
     assert jobs.get("j-2") is None and not cluster.sismember(keys.stream_jobs("cam-2"), "j-2")
     assert cluster.zscore(keys.jobs, "j-2") is None
 
@@ -150,8 +146,7 @@ def test_webhook_scripts_run_on_the_cluster(cluster: redis.Redis, settings: Sett
 
     async def run() -> None:
         d = Dispatcher(settings)
-        r = d.redis
-        d._enqueue, d._settle = r.register_script(_ENQUEUE), r.register_script(_SETTLE)
+        r, store = d.redis, d.store
         rec = DeliveryRecord(
             delivery_id="dl_1",
             webhook_id="wh_1",
@@ -162,11 +157,11 @@ def test_webhook_scripts_run_on_the_cluster(cluster: redis.Redis, settings: Sett
             next_attempt_at=100.0,
             body="{}",
         )
-        assert await d._enqueue_all([rec]) == 1 and await d._enqueue_all([rec]) == 0, "idempotent"
+        assert await store.enqueue_all([rec]) == 1 and await store.enqueue_all([rec]) == 0, "idempotent"
         assert await r.zscore(keys.webhook_due, "wh_1") == 100.0
-        await d._save("wh_1", "dl_1", rec, 200.0)  # a retry later
+        await store.save("wh_1", "dl_1", rec, 200.0)  # a retry later
         assert await r.zscore(keys.webhook_due, "wh_1") == 200.0
-        await d._save("wh_1", "dl_1", None, None)  # settled: the queue is empty
+        await store.save("wh_1", "dl_1", None, None)  # settled: the queue is empty
         assert await r.zscore(keys.webhook_due, "wh_1") is None
         await r.zadd(keys.webhook_due, {"wh_1": 1.0})  # left by a crash between a script and its due update
         await d._start_due()
