@@ -6,7 +6,7 @@
 #     127.0.0.1:8088 serving var/media/hls, where ffmpeg's hls muxer writes growing playlists
 # Publishers (ffmpeg, the "cameras") are started by the tests themselves.
 #
-#   deploy/local/media.sh start|stop|restart|status|logs
+#   deploy/local/media.sh start|stop|restart|restart-rtsp|restart-nginx|status|logs
 #
 # Data, config, pids and logs live in <repo>/var/media (git-ignored).
 set -euo pipefail
@@ -33,7 +33,7 @@ SERVICE=media
 source "$SCRIPT_DIR/lib.sh"
 
 usage() {
-  echo "usage: $0 {start|stop|restart|status|logs}" >&2
+  echo "usage: $0 {start|stop|restart|restart-rtsp|restart-nginx|status|logs}" >&2
   exit 2
 }
 
@@ -95,7 +95,8 @@ cmd_start() {
   start_rtsp
   deadline=$((SECONDS + START_TIMEOUT))
   until port_open "$RTSP_PORT" && port_open "$RTMP_PORT" && port_open "$HLS_PORT"; do
-    if ((SECONDS >= deadline)) || [[ -z "$(pid_matching rtsp_server.py)" ]]; then
+    # the pid file names the forked shell until it execs python: judge the process after a grace period
+    if ((SECONDS >= deadline)) || { ((SECONDS - t0 >= 3)) && [[ -z "$(pid_matching rtsp_server.py)" ]]; }; then
       tail -n 20 "$RTSP_LOG" "$VAR_DIR/nginx-error.log" >&2 2>/dev/null || true
       die "not ready after $((SECONDS - t0))s"
     fi
@@ -105,15 +106,24 @@ cmd_start() {
     "rtmp://127.0.0.1:$RTMP_PORT/live/NAME, http://127.0.0.1:$HLS_PORT/ (= $VAR_DIR/hls)"
 }
 
-cmd_stop() {
-  take_lock 60
+stop_rtsp() {
   local pid
   pid="$(pid_matching rtsp_server.py)"
-  [[ -n "$pid" ]] && stop_pid "$pid" 10
+  if [[ -n "$pid" ]]; then stop_pid "$pid" 10; fi
   rm -f "$PID_FILE"
+}
+
+stop_nginx() {
+  local pid
   pid="$(nginx_pid)"
-  [[ -n "$pid" ]] && stop_pid "$pid" 10
+  if [[ -n "$pid" ]]; then stop_pid "$pid" 10; fi
   rm -f "$NGINX_PID"
+}
+
+cmd_stop() {
+  take_lock 60
+  stop_rtsp
+  stop_nginx
   log "stopped"
 }
 
@@ -140,6 +150,9 @@ main() {
     start) cmd_start ;;
     stop) cmd_stop ;;
     restart) (cmd_stop) && cmd_start ;;
+    # one server only (the live-server tests restart one mid-stream); the other keeps serving
+    restart-rtsp) (take_lock 60 && stop_rtsp && log "rtsp stopped") && cmd_start ;;
+    restart-nginx) (take_lock 60 && stop_nginx && log "nginx stopped") && cmd_start ;;
     status) cmd_status ;;
     logs) tail -n 50 "$RTSP_LOG" "$VAR_DIR/nginx-error.log" 2>/dev/null || true ;;
     *) usage ;;

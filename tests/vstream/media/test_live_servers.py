@@ -223,6 +223,33 @@ def never_starts(cam: Camera) -> None:
     cam.wait_reader(60)
 
 
+def media_sh(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / "deploy/local/media.sh"), *args], capture_output=True, text=True)
+
+
+def server_restarted(server: str) -> Script:
+    """The media server restarts mid-stream. Over RTSP the publisher feeds the server by UDP and keeps
+    going; an RTMP publisher loses its connection and publishes again, continuing its frame count."""
+
+    def script(cam: Camera) -> None:
+        pub = cam.publish()
+        time.sleep(1.0)
+        cam.start_reader()
+        cam.wait_clips(2)
+        down = time.time()
+        if server == "nginx":
+            pub.kill()
+        restarted = media_sh(f"restart-{server}")
+        assert restarted.returncode == 0, restarted.stderr
+        if server == "nginx":
+            pub = cam.publish(pub.next)
+        cam.run.outages.append((down, time.time()))
+        time.sleep(25)
+        pub.kill()
+
+    return script
+
+
 SCENARIOS: dict[str, tuple[str, tuple[list[str], str], Script]] = {
     "rtmp-killed-90s": ("rtmp", rtmp("killed90"), killed(90)),  # first: it sets the pace
     "rtsp-steady": ("rtsp", rtsp(0), steady),
@@ -239,10 +266,15 @@ SCENARIOS: dict[str, tuple[str, tuple[list[str], str], Script]] = {
     "rtsp-never-starts": ("rtsp", rtsp(9), never_starts),
     "rtmp-never-starts": ("rtmp", rtmp("nobody"), never_starts),
 }
+# Run after the others, one at a time: a restart breaks every stream on that server.
+RESTARTS: dict[str, tuple[str, tuple[list[str], str], Script]] = {
+    "rtsp-server-restarted": ("rtsp", rtsp(3), server_restarted("rtsp")),
+    "rtmp-server-restarted": ("rtmp", rtmp("restarted"), server_restarted("nginx")),
+}
 
 
 def play(name: str) -> Run:
-    protocol, (output, url), script = SCENARIOS[name]
+    protocol, (output, url), script = SCENARIOS.get(name) or RESTARTS[name]
     cam = Camera(Run(name, protocol), output, url)
     try:
         script(cam)
@@ -268,6 +300,25 @@ def runs() -> dict[str, Run]:
         clips = [(c.index, c.t_start, c.t_end, c.n_frames, c.gap.reason if c.gap else "") for c in run.clips]
         print(f"{run.name}: error={run.error} outages={run.outages} clips={clips}")
     return done
+
+
+@pytest.fixture(scope="module")
+def restart_runs(runs: dict[str, Run]) -> Iterator[dict[str, Run]]:
+    """After the concurrent phase (``runs``): each restarts one server; the servers are up at the end."""
+    done: dict[str, Run] = {}
+    try:
+        for name in RESTARTS:
+            done[name] = play(name)
+            run = done[name]
+            clips = [
+                (c.index, c.t_start, c.t_end, c.n_frames, c.gap.reason if c.gap else "") for c in run.clips
+            ]
+            print(f"{run.name}: error={run.error} outages={run.outages} clips={clips}")
+        yield done
+    finally:
+        if media_sh("status").returncode:
+            started = media_sh("start")
+            assert started.returncode == 0, f"media servers not restored: {started.stderr}"
 
 
 @dataclass(frozen=True)
@@ -392,6 +443,15 @@ def test_a_steady_stream_is_clipped_exactly_on_the_wall_clock(runs: dict[str, Ru
 def test_an_outage_closes_the_window_and_marks_the_gap(runs: dict[str, Run], name: str) -> None:
     run = runs[name]
     outage_marked(run, check_clips(run))
+
+
+@pytest.mark.parametrize("name", list(RESTARTS))
+def test_a_server_restart_closes_the_window_and_marks_the_gap(
+    restart_runs: dict[str, Run], name: str
+) -> None:
+    run = restart_runs[name]
+    outage_marked(run, check_clips(run))
+    assert run.error is None, "a restart of a few seconds is ridden out"
 
 
 @pytest.mark.parametrize("name", ["rtmp-resized", "udp-resized"])
