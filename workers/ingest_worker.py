@@ -128,7 +128,7 @@ class JobRunner:
         return outcome
 
     def _ingest(self, req: IngestRequest, start_index: int, stop: threading.Event) -> IngestStats:
-        source = open_for(req, self.settings.decode, start_index)
+        source = open_for(req, self.settings.decode, start_index, stop=stop)
         self.jobs.record(req.job_id, live=int(source.info.live))  # a URL can be a file (HTTP) or a stream
         publisher = ClipPublisher(
             self.producer,
