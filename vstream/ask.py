@@ -315,17 +315,7 @@ def answer_question(
         "truncated": truncated,
     }
     if not spans:
-        where = "" if start is None and end is None else f" between {_t(start, '0')} and {_t(end, 'the end')}"
-        return AskAnswer(
-            **base,
-            answer=f"No captions, segments or events are stored for stream {stream_id!r}{where}.",
-            found=False,
-            citations=[],
-            no_data=True,
-            records=0,
-            chunks=0,
-            model_id="",
-        )
+        return _no_data(base, stream_id, start, end)
     chunks = chunk(spans, cfg.chunk_chars)
     model = backend()  # only now: a range without records needs no model
     final = _map_reduce(question, chunks, model, cfg, thinking)
@@ -343,6 +333,20 @@ def answer_question(
         chunks=len(chunks),
         dropped_citations=dropped,
         model_id=model.model_id,
+    )
+
+
+def _no_data(base: dict[str, Any], stream_id: str, start: float | None, end: float | None) -> AskAnswer:
+    where = "" if start is None and end is None else f" between {_t(start, '0')} and {_t(end, 'the end')}"
+    return AskAnswer(
+        **base,
+        answer=f"No captions, segments or events are stored for stream {stream_id!r}{where}.",
+        found=False,
+        citations=[],
+        no_data=True,
+        records=0,
+        chunks=0,
+        model_id="",
     )
 
 

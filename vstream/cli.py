@@ -17,6 +17,7 @@ from vstream.config import ConfigError, Settings, error_text, load_settings
 from vstream.media.frames import SourceError
 from vstream.model.base import BackendError
 from vstream.schema import ClipMessage, ClipParams, GateParams, IngestRequest, redact_url
+from vstream.vocabulary import TASKS
 
 if TYPE_CHECKING:
     from vstream.presets import Preset
@@ -52,6 +53,28 @@ def _clip_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _analyze_args(analyze: argparse.ArgumentParser) -> None:
+    _clip_args(analyze)
+    analyze.add_argument(
+        "--task",
+        choices=list(TASKS),
+        default=None,
+        help="analysis task (default: the preset's, else caption)",
+    )
+    analyze.add_argument(
+        "--events",
+        default=None,
+        help='comma-separated event types, e.g. "person falls,car stops" (implies --task events)',
+    )
+    analyze.add_argument(
+        "--model",
+        default=None,
+        help="tiny (random weights, for plumbing only), a hub id or local dir, or openai:<url>",
+    )
+    analyze.add_argument("--thinking", action="store_true", help="turn GLM's thinking mode on")
+    analyze.add_argument("--json", action="store_true", help="one JSON object per clip and per event change")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vstream", description="Streaming video analytics with GLM-4.5V.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -68,26 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker")
     worker.add_argument("kind", choices=["ingest", "infer", "webhooks"])
 
-    analyze = sub.add_parser("analyze", help="the whole pipeline in one process (no Kafka or Redis)")
-    _clip_args(analyze)
-    analyze.add_argument(
-        "--task",
-        choices=["events", "segments", "caption"],
-        default=None,
-        help="analysis task (default: the preset's, else caption)",
-    )
-    analyze.add_argument(
-        "--events",
-        default=None,
-        help='comma-separated event types, e.g. "person falls,car stops" (implies --task events)',
-    )
-    analyze.add_argument(
-        "--model",
-        default=None,
-        help="tiny (random weights, for plumbing only), a hub id or local dir, or openai:<url>",
-    )
-    analyze.add_argument("--thinking", action="store_true", help="turn GLM's thinking mode on")
-    analyze.add_argument("--json", action="store_true", help="one JSON object per clip and per event change")
+    _analyze_args(sub.add_parser("analyze", help="the whole pipeline in one process (no Kafka or Redis)"))
 
     serve = sub.add_parser("serve", help="run the HTTP API (FastAPI + uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")

@@ -123,24 +123,7 @@ def _analyze_with(
     def on_clip(a: Analysis, changes: list[EventChange], segments: list[SegmentRecord]) -> None:
         if a.result is None:
             unanswered.append(a.error or "no result")
-        if args.json:
-            print(json.dumps(clip_record(a)), flush=True)
-            for ch in changes:
-                print(
-                    json.dumps({"type": "event", "kind": ch.kind, **ch.event.model_dump(mode="json")}),
-                    flush=True,
-                )
-            return
-        status = "ok" if a.result and a.result.ok else f"failed: {(a.result.error if a.result else a.error)}"
-        print(f"{a.clip.clip_id} {a.clip.t_start:8.2f}-{a.clip.t_end:8.2f}s {status}", flush=True)
-        for line in result_lines(a):
-            print(f"  {line}", flush=True)
-        for ch in changes:
-            print(
-                f"  event {ch.kind:6} {ch.event.label!r} {ch.event.start:.1f}-{ch.event.end:.1f}s "
-                f"conf {ch.event.confidence:.2f}",
-                flush=True,
-            )
+        _print_clip(a, changes, args.json)
 
     with tqdm(unit="s", file=sys.stderr, disable=None, desc=req.stream_id, leave=False) as bar:
         summary = analyze(
@@ -156,14 +139,40 @@ def _analyze_with(
         summary.parse_failures,
         summary.events or "none",
     )
-    if summary.error:
-        print(f"vstream: error: {summary.error}", file=sys.stderr)
+    return _exit_code(summary.error, unanswered, summary.clips)
+
+
+def _print_clip(a: Analysis, changes: list[EventChange], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(clip_record(a)), flush=True)
+        for ch in changes:
+            print(
+                json.dumps({"type": "event", "kind": ch.kind, **ch.event.model_dump(mode="json")}),
+                flush=True,
+            )
+        return
+    status = "ok" if a.result and a.result.ok else f"failed: {(a.result.error if a.result else a.error)}"
+    print(f"{a.clip.clip_id} {a.clip.t_start:8.2f}-{a.clip.t_end:8.2f}s {status}", flush=True)
+    for line in result_lines(a):
+        print(f"  {line}", flush=True)
+    for ch in changes:
+        print(
+            f"  event {ch.kind:6} {ch.event.label!r} {ch.event.start:.1f}-{ch.event.end:.1f}s "
+            f"conf {ch.event.confidence:.2f}",
+            flush=True,
+        )
+
+
+def _exit_code(error: str | None, unanswered: list[str], clips: int) -> int:
+    """2: the run itself failed; 1: some clip got no answer at all; 0 otherwise."""
+    if error:
+        print(f"vstream: error: {error}", file=sys.stderr)
         return 2
     if unanswered:
         # An unparseable answer is still an answer (the tiny model's usual case); no answer at all is not.
         first = " ".join(unanswered[0].split())
         print(
-            f"vstream: error: {len(unanswered)} of {summary.clips} clips got no answer from the model "
+            f"vstream: error: {len(unanswered)} of {clips} clips got no answer from the model "
             f"(first: {first})",
             file=sys.stderr,
         )

@@ -109,6 +109,19 @@ def request_for(
     )
 
 
+def _pred_events(c: _Collect) -> list[PredEvent]:
+    return [
+        PredEvent(
+            label=e.label,
+            start=e.start,
+            end=e.end,
+            confidence=e.confidence,
+            opened_at=c.opened_at.get(k, e.end),
+        )
+        for k, e in c.events.items()
+    ]
+
+
 def run_video(
     item: EvalItem,
     tasks: Sequence[Task],
@@ -135,16 +148,7 @@ def run_video(
             error = str(exc)
             continue
         hashes[task] = c.prompt_hash
-        events += [
-            PredEvent(
-                label=e.label,
-                start=e.start,
-                end=e.end,
-                confidence=e.confidence,
-                opened_at=c.opened_at.get(k, e.end),
-            )
-            for k, e in c.events.items()
-        ]
+        events += _pred_events(c)
         segments += [PredSegment(start=s.start, end=s.end, title=s.title) for s in summary.segments]
         for name in ("clips", "failed", "parse_failures", "model_seconds"):
             setattr(total, name, getattr(total, name) + getattr(c, name))
