@@ -287,11 +287,10 @@ def play(name: str) -> Run:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, Run]:
-    status = subprocess.run([str(ROOT / "deploy/local/media.sh"), "status"], capture_output=True, text=True)
-    if status.returncode:
-        pytest.fail(
-            f"media servers not running ({status.stdout.strip()}): run deploy/local/services.sh start"
-        )
+    # `start` is idempotent: it starts whichever server is down (one may be, after an earlier restart test)
+    up = subprocess.run([str(ROOT / "deploy/local/media.sh"), "start"], capture_output=True, text=True)
+    if up.returncode:
+        pytest.fail(f"media servers cannot start: {up.stdout.strip()} {up.stderr.strip()}")
     # a few at a time: a 2-core machine running every publisher, decoder and encoder at once starves them
     with ThreadPoolExecutor(CONCURRENT) as pool:
         futures = {name: pool.submit(play, name) for name in SCENARIOS}
