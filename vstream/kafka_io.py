@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -53,7 +54,26 @@ def make_consumer(kafka: KafkaSettings, group_id: str, *topics: str, **overrides
         "metadata_max_age_ms": 10_000,
     }
     config.update(overrides)
-    return KafkaConsumer(*topics, **config)
+    consumer = KafkaConsumer(*topics, **config)
+    if topics:
+        await_partitions(consumer, topics)
+    return consumer
+
+
+def await_partitions(consumer: KafkaConsumer, topics: Sequence[str], timeout_s: float = 60.0) -> None:
+    """Block until the consumer's own metadata lists every topic's partitions, before its first poll joins
+    the group: a member that joins while they are missing (a new topic, still spreading across a 3-broker
+    cluster) is assigned nothing, and kafka-python does not rejoin when they appear (seen: idle 3 min).
+    Call it after ``subscribe`` and before the first ``poll``. Gives up quietly after ``timeout_s``, so a
+    topic created later is still consumed once metadata catches up on a rebalance."""
+    deadline = time.monotonic() + timeout_s
+    missing = list(topics)
+    while missing and time.monotonic() < deadline:
+        missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+        if missing:
+            time.sleep(0.2)
+    if missing:
+        logger.warning("no partition metadata for %s after %.0f s; joining anyway", missing, timeout_s)
 
 
 def ensure_topics(kafka: KafkaSettings, topics: dict[str, int]) -> None:

@@ -35,7 +35,7 @@ from vstream.analysis.analyzer import Analysis, ClipAnalyzer
 from vstream.analysis.records import ClipResult
 from vstream.blobstore import open_blob_store
 from vstream.config import Settings
-from vstream.kafka_io import ensure_topics, make_consumer, make_producer
+from vstream.kafka_io import await_partitions, ensure_topics, make_consumer, make_producer
 from vstream.metrics import Counters, InferHeartbeat
 from vstream.model.base import ModelBackend
 from vstream.model.factory import make_backend
@@ -121,6 +121,7 @@ class InferWorker:
         )
         self._consumer = consumer
         consumer.subscribe([self.topics.clips], listener=_Rebalance(self))
+        await_partitions(consumer, [self.topics.clips])
         producer = make_producer(self.settings.kafka, client_id=f"vstream-infer-{self.worker_id}")
         self._producer = producer
         threads = 1 if self.batched else m.max_in_flight

@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
@@ -248,11 +249,12 @@ def test_a_disconnected_client_ends_its_feed_on_a_real_server(
     thread.start()
     try:
         wait_for(lambda: server.started, 30, "uvicorn")
-        url = f"http://127.0.0.1:{port}/v1/streams/cam-gone/feed"
+        stream = f"cam-gone-{uuid.uuid4().hex[:6]}"  # this run's own: another run's feed may log its end late
+        url = f"http://127.0.0.1:{port}/v1/streams/{stream}/feed"
         with httpx.stream("GET", url, headers=admin) as r:
             assert r.status_code == 200 and next(r.iter_lines()).startswith("retry:")
-            assert not feed_closed(caplog, "cam-gone"), "open while connected"
-        wait_for(lambda: feed_closed(caplog, "cam-gone"), 10, "the feed loop to end")
+            assert not feed_closed(caplog, stream), "open while connected"
+        wait_for(lambda: feed_closed(caplog, stream), 10, "the feed loop to end")
     finally:
         server.should_exit = True
         thread.join(timeout=10)
