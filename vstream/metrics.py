@@ -67,9 +67,7 @@ class Counters:
         self.r, self.key = client, keys.metrics
 
     def add(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        if name not in HELP:
-            raise ValueError(f"unknown metric {name!r}")
-        if not amount:
+        if not _known(name, amount):
             return
         try:
             self.r.hincrbyfloat(self.key, _field(name, labels), amount)
@@ -79,10 +77,15 @@ class Counters:
     def add_to(self, pipe: redis.client.Pipeline, name: str, amount: float = 1.0, **labels: str) -> None:
         """Queue the increment on a caller's pipeline: per-clip counters ride along with the clip's other
         writes instead of costing a round trip each."""
-        if name not in HELP:
-            raise ValueError(f"unknown metric {name!r}")
-        if amount:
+        if _known(name, amount):
             pipe.hincrbyfloat(self.key, _field(name, labels), amount)
+
+
+def _known(name: str, amount: float) -> bool:
+    """An unknown name is a bug (raise); a zero amount is nothing to write."""
+    if name not in HELP:
+        raise ValueError(f"unknown metric {name!r}")
+    return bool(amount)
 
 
 def _field(name: str, labels: dict[str, str]) -> str:

@@ -144,6 +144,14 @@ class Camera:
     def start_reader(self, decode: DecodeSettings = DECODE) -> None:
         self.reader = ingest(self.run, self.url, self.stop, decode)
 
+    def streaming(self) -> Publisher:
+        """The common opening: the camera publishes, the reader starts and has its first clips."""
+        pub = self.publish()
+        time.sleep(1.0)
+        self.start_reader()
+        self.wait_clips(2)
+        return pub
+
     def outage(self, pub: Publisher, seconds: float, **kw: object) -> Publisher:
         pub.kill()
         down = time.time()
@@ -176,10 +184,7 @@ def steady(cam: Camera) -> None:
 
 def killed(seconds: float) -> Script:
     def script(cam: Camera) -> None:
-        pub = cam.publish()
-        time.sleep(1.0)
-        cam.start_reader()
-        cam.wait_clips(2)
+        pub = cam.streaming()
         pub = cam.outage(pub, seconds)
         time.sleep(25)  # backoff, FFmpeg's probing (~5 s for RTMP) and settling, then two windows
         pub.kill()
@@ -188,10 +193,7 @@ def killed(seconds: float) -> Script:
 
 
 def stalled(cam: Camera) -> None:
-    pub = cam.publish()
-    time.sleep(1.0)
-    cam.start_reader()
-    cam.wait_clips(2)
+    pub = cam.streaming()
     down = time.time()
     pub.stall(15)
     cam.run.outages.append((down, time.time()))
@@ -200,10 +202,7 @@ def stalled(cam: Camera) -> None:
 
 
 def resized(cam: Camera) -> None:
-    pub = cam.publish()
-    time.sleep(1.0)
-    cam.start_reader()
-    cam.wait_clips(2)
+    pub = cam.streaming()
     pub = cam.outage(pub, 0.5, width=480, height=272)
     time.sleep(22)
     pub.kill()
@@ -232,10 +231,7 @@ def server_restarted(server: str) -> Script:
     going; an RTMP publisher loses its connection and publishes again, continuing its frame count."""
 
     def script(cam: Camera) -> None:
-        pub = cam.publish()
-        time.sleep(1.0)
-        cam.start_reader()
-        cam.wait_clips(2)
+        pub = cam.streaming()
         down = time.time()
         if server == "nginx":
             pub.kill()
